@@ -1,0 +1,113 @@
+"""``fieldline edge``: run the agent, validate its configuration, inspect its outbox and quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fieldline.errors import ConfigError
+
+app = typer.Typer(help="Run and inspect the gateway agent.", no_args_is_help=True, add_completion=False)
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Agent configuration file (agent.yaml).")]
+console = Console()
+errors = Console(stderr=True)
+
+
+def _load(path: Path):  # noqa: ANN202 - AgentConfig imported lazily
+    from edge_agent.config import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            errors.print(f"[red]error[/red] {issue}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def check(config: ConfigOption) -> None:
+    """Validate the configuration without running; every error names file, line and field."""
+    cfg = _load(config)
+    from edge_agent.pipeline.pipeline import PipelineRouter
+    from edge_agent.pipeline.base import ListSink
+
+    PipelineRouter(cfg.pipelines, ListSink(), lambda *a: None, lambda _d: None)  # builds every step
+    console.print(
+        f"[green]ok[/green] {config}: gateway {cfg.gateway.id}, {len(cfg.pipelines)} pipeline(s), "
+        f"uplink {cfg.uplink.url if cfg.uplink.enabled else 'disabled'}"
+    )
+
+
+@app.command()
+def run(config: ConfigOption) -> None:
+    """Run the agent until SIGTERM/SIGINT; on shutdown open windows are flushed into the outbox."""
+    cfg = _load(config)
+    from edge_agent.agent import Agent
+    from fieldline.logs import setup_logging
+
+    setup_logging(cfg.logging.level, cfg.logging.format)
+
+    async def main() -> None:
+        async with Agent(cfg) as agent:
+            await agent.run_until_signal()
+
+    asyncio.run(main())
+
+
+@app.command()
+def outbox(
+    config: ConfigOption,
+    quarantine: Annotated[int, typer.Option(help="Also list the N most recent quarantined messages.")] = 0,
+) -> None:
+    """Show the backlog: loose records and sealed batches per kind, drop counters, journal and quarantine."""
+    cfg = _load(config)
+    from edge_agent.outbox import CODE_KINDS
+    from edge_agent.store import connect, meta_get
+
+    path = cfg.database_path()
+    if not path.exists():
+        errors.print(f"no agent database at {path} (has the agent run?)")
+        raise typer.Exit(1)
+    conn = connect(path, readonly=True)
+    table = Table(title=f"outbox of {cfg.gateway.id} ({path})")
+    for col in ("kind", "loose records", "loose bytes", "batches", "batched records", "oldest", "dropped (overflow)"):
+        table.add_column(col, justify="right" if col != "kind" else "left")
+    loose = {k: (n, b) for k, n, b in conn.execute("SELECT kind, count(*), sum(length(data)) FROM records GROUP BY kind")}
+    sealed = {
+        k: (n, r, t)
+        for k, n, r, t in conn.execute("SELECT kind, count(*), sum(count), min(created) FROM batches GROUP BY kind")
+    }
+    for code, kind in CODE_KINDS.items():
+        n, b = loose.get(code, (0, 0))
+        bn, br, oldest = sealed.get(code, (0, 0, None))
+        when = dt.datetime.fromtimestamp(oldest, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if oldest else "-"
+        dropped = meta_get(conn, f"dropped_records.{kind.value}", 0)
+        table.add_row(kind.value, str(n), str(b or 0), str(bn), str(br or 0), when, str(dropped))
+    console.print(table)
+    seq = conn.execute("SELECT min(seq), max(seq) FROM batches").fetchone()
+    journal = conn.execute("SELECT count(*) FROM journal").fetchone()[0]
+    quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    console.print(
+        f"next seq {meta_get(conn, 'next_seq', 1)}; pending seq range {seq[0]}..{seq[1]}; "
+        f"journal {journal} points; quarantine {quarantined} messages"
+    )
+    if quarantine:
+        q = Table(title="recent quarantine")
+        for col in ("received", "source", "device", "reason", "detail", "size"):
+            q.add_column(col)
+        for received, source, device, reason, detail, size in conn.execute(
+            "SELECT received, source, device, reason, detail, size FROM quarantine ORDER BY id DESC LIMIT ?",
+            (quarantine,),
+        ):
+            q.add_row(dt.datetime.fromtimestamp(received, dt.UTC).strftime("%H:%M:%S"), source, device or "-",
+                      reason, detail[:80], str(size))
+        console.print(q)
+    conn.close()
+    sys.stdout.flush()

@@ -1,0 +1,160 @@
+"""Ingest: device messages from any transport become points, go through the pipelines and into the committer.
+
+MQTT messages arrive synchronously from the local-broker link; CoAP requests call ``submit`` and wait for
+durability before answering. A payload that fails decoding is quarantined with its reason and never stops the
+flow; device state messages become state records and teach the router device types.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from edge_agent.committer import Committer
+from edge_agent.metrics import AgentMetrics
+from edge_agent.mqtt_link import Message, MqttLink
+from edge_agent.pipeline.pipeline import PipelineRouter
+from edge_agent.quarantine import QuarantineEntry
+from fieldline.errors import PayloadError
+from fieldline.payloads import decode_telemetry
+from fieldline.wire import StateRecord, parse_device_topic, valid_id
+
+log = logging.getLogger(__name__)
+
+MAX_STATE_BYTES = 16384
+
+
+class Ingest:
+    """The single entry point for device data; implements the CoAP server's ``TelemetryIngest``."""
+
+    def __init__(
+        self,
+        committer: Committer,
+        router: PipelineRouter,
+        metrics: AgentMetrics,
+        device_types: dict[str, str],
+        *,
+        max_payload: int,
+        max_future_skew: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.committer = committer
+        self.router = router
+        self.metrics = metrics
+        self.device_types = device_types
+        self.max_payload = max_payload
+        self.max_future_skew = max_future_skew
+        self.clock = clock
+        self.device_states: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ MQTT (synchronous, loop thread)
+
+    def on_mqtt_message(self, message: Message, link: MqttLink) -> None:
+        """Handle one PUBLISH from the local broker; QoS 1 messages are acknowledged after the next commit."""
+        self.metrics.received["mqtt"] += 1
+        now = self.clock()
+        topic = message.topic
+        parsed = parse_device_topic(topic)
+        if parsed is None:
+            self._quarantine(now, "mqtt", topic, None, PayloadError("bad_topic", f"not a device topic: {topic}"),
+                             message.payload)
+        else:
+            device_id, kind = parsed
+            if kind == "telemetry":
+                self._telemetry(device_id, message.payload, None, now, "mqtt", topic)
+            elif kind == "state":
+                self._state(device_id, message.payload, now, topic)
+        if message.qos:
+            self.committer.after_commit(lambda: link.ack(message))
+
+    # ------------------------------------------------------------------ CoAP (asynchronous)
+
+    async def submit(self, device_id: str, payload: bytes, content_format: str | None, *, source: str) -> int:
+        """Decode, process and wait for durability; raises ``PayloadError`` after quarantining a bad payload."""
+        self.metrics.received[source] += 1
+        now = self.clock()
+        error: PayloadError | None = None
+        try:
+            accepted = self._decode_and_process(device_id, payload, content_format, now, source)
+        except PayloadError as exc:
+            self._quarantine(now, source, None, device_id, exc, payload)
+            error, accepted = exc, 0
+        await self.committer.durable()
+        if error is not None:
+            raise error
+        return accepted
+
+    # ------------------------------------------------------------------ shared
+
+    def _telemetry(
+        self, device_id: str, payload: bytes, content_format: str | None, now: float, source: str, topic: str | None
+    ) -> None:
+        try:
+            self._decode_and_process(device_id, payload, content_format, now, source)
+        except PayloadError as exc:
+            self._quarantine(now, source, topic, device_id, exc, payload)
+
+    def _decode_and_process(
+        self, device_id: str, payload: bytes, content_format: str | None, now: float, source: str
+    ) -> int:
+        points = decode_telemetry(
+            payload, device_id, now, content_format=content_format, max_bytes=self.max_payload,
+            max_future_skew=self.max_future_skew,
+        )
+        self.metrics.points[source] += len(points)
+        router = self.router
+        committer = self.committer
+        for point in points:
+            held = router.process(point, now)
+            if held is not None:
+                committer.journal(held, now)
+        return len(points)
+
+    def _state(self, device_id: str, payload: bytes, now: float, topic: str) -> None:
+        """``devices/{id}/state``: a bare word (``online``) or JSON ``{"state": ..., "attributes": {...}}``."""
+        try:
+            state, attributes = parse_state(device_id, payload)
+        except PayloadError as exc:
+            self._quarantine(now, "mqtt", topic, device_id, exc, payload)
+            return
+        device_type = attributes.get("type")
+        if isinstance(device_type, str) and self.device_types.get(device_id) != device_type:
+            self.device_types[device_id] = device_type
+            self.router.forget_route(device_id)
+        if self.device_states.get(device_id) != state or attributes:
+            self.device_states[device_id] = state
+            self.committer.emit(StateRecord(device_id, now, state, attributes))
+
+    def _quarantine(
+        self, now: float, source: str, topic: str | None, device_id: str | None, exc: PayloadError, payload: bytes
+    ) -> None:
+        self.committer.quarantine(QuarantineEntry(now, source, topic, device_id, exc.reason, str(exc), payload))
+
+
+def parse_state(device_id: str, payload: bytes) -> tuple[str, dict[str, Any]]:
+    """Parse a device state message; raises ``PayloadError`` when it is neither a word nor the JSON form."""
+    if not valid_id(device_id):
+        raise PayloadError("bad_device_id", f"invalid device id {device_id!r}", device_id=device_id)
+    if not payload:
+        raise PayloadError("empty", "empty state message", device_id=device_id)
+    if len(payload) > MAX_STATE_BYTES:
+        raise PayloadError("too_large", f"state message over {MAX_STATE_BYTES} bytes", device_id=device_id)
+    text = payload.strip()
+    if text[:1] != b"{":
+        word = text.decode("utf-8", "replace")
+        if not word.isidentifier() or len(word) > 32:
+            raise PayloadError("bad_shape", "state must be a word such as online/offline, or a JSON object")
+        return word, {}
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError("bad_json", f"invalid JSON: {exc}", device_id=device_id) from None
+    state = data.get("state") if isinstance(data, dict) else None
+    attributes = data.get("attributes", {}) if isinstance(data, dict) else None
+    if not isinstance(state, str) or not isinstance(attributes, dict) or set(data) - {"state", "attributes", "ts"}:
+        raise PayloadError("bad_shape", 'expected {"state": str, "attributes": {...}}', device_id=device_id)
+    return state, attributes

@@ -1,0 +1,118 @@
+"""End to end through real brokers: devices -> local Mosquitto -> agent -> cloud Mosquitto -> subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from edge_agent.agent import Agent
+from tests.factories import CloudCollector, Publisher, agent_config, eventually
+from tests.servicekit import Mosquitto
+
+WINDOW_PIPELINE = {
+    "name": "thermo",
+    "match": {"ids": ["thermo-*"]},
+    "steps": [{"type": "range", "limits": {"temperature": {"min": -40, "max": 125}}, "action": "drop"}],
+    "downsample": [
+        {"type": "raw", "metrics": ["door"]},
+        {"type": "window", "metrics": ["*"], "width": "2s", "lateness": "1500ms",
+         "aggregates": ["mean", "min", "max", "count", "sum"]},
+    ],
+}
+
+
+async def test_aggregates_are_exact(tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto) -> None:
+    cloud = CloudCollector(cloud_mosquitto.port)
+    config = agent_config(tmp_path, mosquitto.url, cloud_mosquitto.url, pipelines=[WINDOW_PIPELINE])
+    rng = random.Random(7)
+    expected: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    doors: list[tuple[str, float, bool]] = []
+    async with Agent(config) as agent:
+        await eventually(lambda: agent.southbound.connected.is_set(), message="agent never subscribed")
+        pub = Publisher(mosquitto.port)
+        t0 = math.floor(time.time() / 2) * 2 + 2  # the next window boundary: every point is in the future
+        infos = []
+        for i in range(200):
+            device = f"thermo-{i % 4}"
+            ts = t0 + (i // 4) * 0.08  # 4 s of data: two windows per device
+            temperature = round(rng.uniform(15, 30), 3)
+            if i % 37 == 0:
+                temperature = 500.0  # out of range: dropped by the range step
+            metrics = {"temperature": temperature, "humidity": round(rng.uniform(30, 60), 2), "door": i % 2 == 0}
+            infos.append(pub.telemetry(device, ts, metrics))
+            start = math.floor(ts / 2) * 2
+            if temperature <= 125:
+                expected[(device, "temperature", start)].append(temperature)
+            expected[(device, "humidity", start)].append(metrics["humidity"])
+            doors.append((device, ts, metrics["door"]))
+        pub.wait_all(infos)
+        pub.close()
+        await eventually(lambda: len(cloud.aggregates()) >= len(expected), timeout=30,
+                         message=f"aggregates missing: got {len(cloud.aggregates())} of {len(expected)}")
+        await eventually(lambda: len(cloud.raw_points()) >= len(doors), timeout=10)
+        assert agent.metrics.step_drops[("range", "above_max")] == 6
+    cloud.close()
+
+    got = {(a.device_id, a.metric, a.start): a for a in cloud.aggregates()}
+    assert set(got) == set(expected)
+    for key, values in expected.items():
+        agg = got[key]
+        assert agg.width == 2
+        assert agg.values["count"] == len(values), key
+        assert agg.values["min"] == min(values), key
+        assert agg.values["max"] == max(values), key
+        assert agg.values["sum"] == sum(values), key
+        assert agg.values["mean"] == sum(values) / len(values), key
+        assert not agg.partial
+    raw = sorted((r.device_id, r.ts, r.metrics["door"]) for r in cloud.raw_points())
+    assert raw == sorted(doors)
+    assert not cloud.errors
+    assert cloud.statuses and cloud.statuses[0]["state"] == "online"
+
+
+async def test_cloud_outage_loses_and_duplicates_nothing(
+    tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto
+) -> None:
+    cloud = CloudCollector(cloud_mosquitto.port)
+    # No pipeline: raw pass-through, so every point published must arrive once.
+    config = agent_config(tmp_path, mosquitto.url, cloud_mosquitto.url, uplink={"backfill_after": "500ms"})
+    total = 3000
+    async with Agent(config) as agent:
+        await eventually(lambda: agent.southbound.connected.is_set())
+        await eventually(lambda: agent.uplink.connected)
+        pub = Publisher(mosquitto.port)
+        base = time.time()
+        stop_at, restart_at = 600, 2200
+
+        def produce() -> None:
+            infos = []
+            for i in range(total):
+                if i == stop_at:
+                    cloud_mosquitto.stop()
+                if i == restart_at:
+                    cloud_mosquitto.start()
+                infos.append(pub.telemetry(f"dev-{i % 10}", base + i * 0.001, {"n": i}))
+                if i % 100 == 0:
+                    time.sleep(0.05)
+            pub.wait_all(infos)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        await asyncio.to_thread(producer.join)
+        await eventually(lambda: len({r.metrics["n"] for r in cloud.raw_points()}) == total, timeout=40,
+                         message="points missing at the cloud after the outage")
+        pub.close()
+        assert agent.metrics.uplink_reconnects >= 1
+        assert agent.metrics.uplink_backfill_batches >= 1
+    cloud.close()
+    assert not cloud.errors
+    points = cloud.raw_points()
+    assert sorted(r.metrics["n"] for r in points) == list(range(total)), "lost or duplicated points"
+    for device in {r.device_id for r in points}:
+        ns = [r.metrics["n"] for r in points if r.device_id == device]
+        assert ns == sorted(ns), f"order not kept for {device}"

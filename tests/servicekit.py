@@ -1,0 +1,92 @@
+"""Real services for tests: free ports, required binaries and a Mosquitto broker started per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("FIELDLINE_REQUIRE_SERVICES") == "1"
+
+
+def require_binary(*names: str) -> str:
+    """Path of the first binary found; skips the test (fails under FIELDLINE_REQUIRE_SERVICES=1) if none is."""
+    for name in names:
+        found = shutil.which(name) or next(
+            (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.access(p, os.X_OK)), None
+        )
+        if found:
+            return found
+    reason = f"needs the {' or '.join(names)} binary"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (FIELDLINE_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto broker of the test's own, on a free port; ``stop``/``start`` simulate outages."""
+
+    port: int
+    workdir: Path
+    extra_config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = require_binary("mosquitto")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 1\n"
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
+            "log_type error\n"
+            f"log_dest file {self.workdir}/mosquitto.log\n" + self.extra_config
+        )
+        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.process.kill()
+            err = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise RuntimeError(f"mosquitto did not start: {err}") from None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
