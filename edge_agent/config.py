@@ -65,6 +65,12 @@ class BrokerConfig(_Model):
     tls: TlsConfig | None = None
     client_id: str | None = None
     keepalive: int = Field(30, ge=5, le=3600)
+    protocol: Literal["5", "3.1.1"] = "5"
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: object) -> object:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     @field_validator("url")
     @classmethod

@@ -53,7 +53,7 @@ class Will:
 
 
 class MqttLink:
-    """An MQTT 5 connection. Use ``async with MqttLink(...) as link`` or ``connect``/``close``.
+    """An MQTT 5 (or 3.1.1, for brokers such as amqtt) connection. Use ``async with MqttLink(...) as link`` or ``connect``/``close``.
 
     ``on_message`` runs synchronously in the loop for every PUBLISH received; with ``manual_ack`` the owner must
     call ``ack(message)`` for each QoS 1 message once it is durable.
@@ -71,8 +71,10 @@ class MqttLink:
         will: Will | None = None,
         on_message: Callable[[Message], None] | None = None,
         manual_ack: bool = False,
+        protocol: str = "5",
     ) -> None:
         self.endpoint = endpoint
+        self.v5 = protocol == "5"
         self.client_id = client_id
         self._clean_start = clean_start
         self._session_expiry = session_expiry
@@ -108,7 +110,8 @@ class MqttLink:
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=paho.MQTTv5,
+            protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
+            clean_session=None if self.v5 else self._clean_start,
             manual_ack=self._manual_ack,
         )
         client.max_inflight_messages_set(0)  # the owner bounds its own in-flight window
@@ -131,22 +134,20 @@ class MqttLink:
         client.on_socket_unregister_write = self._socket_unregister_write
         self._client = client
 
-        props = Properties(PacketTypes.CONNECT)
-        if self._session_expiry:
-            props.SessionExpiryInterval = self._session_expiry
-        if self._receive_maximum:
-            props.ReceiveMaximum = self._receive_maximum
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            if self._session_expiry:
+                props.SessionExpiryInterval = self._session_expiry
+            if self._receive_maximum:
+                props.ReceiveMaximum = self._receive_maximum
+            options: dict[str, Any] = {"clean_start": self._clean_start, "properties": props}
+        else:
+            options = {}
         try:
             await asyncio.wait_for(
                 self._loop.run_in_executor(
                     None,
-                    lambda: client.connect(
-                        self.endpoint.host,
-                        self.endpoint.port,
-                        self._keepalive,
-                        clean_start=self._clean_start,
-                        properties=props,
-                    ),
+                    lambda: client.connect(self.endpoint.host, self.endpoint.port, self._keepalive, **options),
                 ),
                 timeout,
             )

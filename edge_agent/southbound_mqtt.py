@@ -48,6 +48,7 @@ class MqttSouthbound:
                 clean_start=False,
                 session_expiry=int(self.config.session_expiry),
                 keepalive=self.config.keepalive,
+            protocol=self.config.protocol,
                 receive_maximum=self.config.receive_maximum,
                 manual_ack=True,
                 on_message=lambda message: self.ingest.on_mqtt_message(message, current),

@@ -69,6 +69,7 @@ class Uplink:
             client_id=self.config.client_id or f"fl-gw-{self.gateway_id}",
             clean_start=True,
             keepalive=self.config.keepalive,
+            protocol=self.config.protocol,
             will=Will(Topics.up_status(self.gateway_id), offline, qos=1, retain=True),
         )
 

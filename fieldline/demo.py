@@ -1,0 +1,152 @@
+"""``fieldline demo``: the product on its embedded defaults, on one machine, with live counters.
+
+A local broker (Mosquitto when installed, else the embedded amqtt), one edge agent with a cleaning and
+downsampling pipeline, simulated devices over MQTT (with occasional spikes and malformed payloads) and a
+cloud-side subscriber that decodes the uplink batches. The uplink goes to the same broker on ``fl/...`` topics,
+standing in for the cloud broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+app = typer.Typer(add_completion=False)
+
+DEMO_PIPELINE: dict[str, Any] = {
+    "name": "thermo",
+    "match": {"types": ["thermo"], "ids": ["thermo-*"]},
+    "steps": [
+        {"type": "range", "limits": {"temperature": {"min": -40, "max": 125}}, "action": "drop"},
+        {"type": "outlier", "method": "hampel", "window": 15, "metrics": ["temperature", "humidity"]},
+        {"type": "stuck", "count": 20, "metrics": ["temperature"]},
+    ],
+    "downsample": [
+        {"type": "raw", "metrics": ["door"]},
+        {"type": "window", "metrics": ["*"], "width": "10s", "lateness": "2s",
+         "aggregates": ["mean", "min", "max", "count", "p95"]},
+    ],
+}
+
+
+class CloudView:
+    """Subscribes to the uplink like the cloud would, and keeps counters and the latest aggregates."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.records: Counter[str] = Counter()
+        self.bytes = 0
+        self.latest: dict[tuple[str, str], dict[str, float]] = {}
+        self.seen: set[tuple[str, int]] = set()
+
+    def on_message(self, message: Any) -> None:
+        from fieldline.wire import AggregateRecord, decode_batch
+
+        if message.topic.endswith("/status"):
+            return
+        batch = decode_batch(message.payload)
+        if (batch.gateway, batch.seq) in self.seen:
+            return
+        self.seen.add((batch.gateway, batch.seq))
+        self.batches += 1
+        self.bytes += len(message.payload)
+        self.records[batch.kind.value] += len(batch.records)
+        for record in batch.records:
+            if isinstance(record, AggregateRecord):
+                self.latest[(record.device_id, record.metric)] = record.values
+
+
+def _render(agent: Any, sim: Any, cloud: CloudView, started: float, broker: str) -> Group:
+    m = agent.metrics
+    s = agent.outbox.stats
+    elapsed = max(1e-9, time.monotonic() - started)
+    counters = Table(title=f"Fieldline demo — broker: {broker} — {elapsed:.0f}s", show_header=True)
+    counters.add_column("stage")
+    counters.add_column("counter")
+    counters.add_column("value", justify="right")
+    rows = [
+        ("devices", "messages published", f"{sim.sent}"),
+        ("devices", "faults injected (spike/malformed)", f"{sim.faults}"),
+        ("agent", "messages received", f"{sum(m.received.values())}"),
+        ("agent", "points decoded", f"{sum(m.points.values())}"),
+        ("agent", "quarantined", ", ".join(f"{k}={v}" for k, v in m.quarantined.items()) or "0"),
+        ("agent", "pipeline drops", ", ".join(f"{a}/{b}={v}" for (a, b), v in m.step_drops.items()) or "0"),
+        ("agent", "records emitted", ", ".join(f"{k}={v}" for k, v in m.records.items()) or "0"),
+        ("outbox", "records / bytes / batches", f"{s.total_records} / {s.total_bytes} / {s.batches}"),
+        ("uplink", "batches / records acked", f"{m.uplink_batches} / {m.uplink_records}"),
+        ("uplink", "bytes vs device bytes",
+         f"{m.uplink_bytes} / {sim.bytes} = 1/{sim.bytes / m.uplink_bytes:.0f}" if m.uplink_bytes else "-"),
+        ("cloud", "batches / records decoded",
+         f"{cloud.batches} / " + ", ".join(f"{k}={v}" for k, v in cloud.records.items())),
+    ]
+    for row in rows:
+        counters.add_row(*row)
+    latest = Table(title="latest 10 s aggregates at the cloud (first 8 devices)")
+    for col in ("device", "metric", "mean", "min", "max", "count", "p95"):
+        latest.add_column(col, justify="right" if col not in ("device", "metric") else "left")
+    for (device, metric), values in sorted(cloud.latest.items())[:16]:
+        latest.add_row(device, metric, *(f"{values.get(k, float('nan')):.2f}" for k in ("mean", "min", "max")),
+                       f"{values.get('count', 0):.0f}", f"{values.get('p95', float('nan')):.2f}")
+    return Group(counters, latest)
+
+
+async def _demo(devices: int, duration: float | None, data_dir: Path) -> None:
+    from device_sim.publisher import MqttPublishers
+    from edge_agent.agent import Agent
+    from edge_agent.config import AgentConfig
+    from edge_agent.mqtt_link import Endpoint, MqttLink
+    from fieldline.brokers import local_broker
+
+    async with local_broker() as broker:
+        config = AgentConfig.model_validate(
+            {
+                "gateway": {"id": "demo-gw"},
+                "southbound": {"mqtt": {"url": broker.url, "protocol": broker.protocol}},
+                "uplink": {"url": broker.url, "protocol": broker.protocol},
+                "storage": {"path": str(data_dir / "edge-demo-gw.db"), "sync": "normal"},
+                "http": {"port": 9100},
+                "pipelines": [DEMO_PIPELINE],
+            }
+        )
+        cloud = CloudView()
+        view = MqttLink(Endpoint("127.0.0.1", broker.port), client_id="demo-cloud", on_message=cloud.on_message,
+                        protocol=broker.protocol)
+        await view.connect()
+        await view.subscribe([("fl/+/up/telemetry", 1), ("fl/+/up/events", 1)])
+        sim = MqttPublishers(broker.port, devices, fault_rate=0.02)
+        async with Agent(config) as agent:
+            sim_task = asyncio.create_task(sim.run())
+            started = time.monotonic()
+            try:
+                with Live(_render(agent, sim, cloud, started, broker.kind), refresh_per_second=2) as live:
+                    while duration is None or time.monotonic() - started < duration:
+                        await asyncio.sleep(0.5)
+                        live.update(_render(agent, sim, cloud, started, broker.kind))
+            finally:
+                sim_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sim_task
+        await view.close()
+    print("health and metrics were served at http://127.0.0.1:9100/healthz and /metrics while the demo ran")
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(help="Simulated devices publishing at 1 Hz.")] = 20,
+    duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.")] = 0,
+) -> None:
+    """Run a local broker, an edge agent and simulated devices, with live counters (Ctrl-C stops)."""
+    data_dir = Path(os.environ.get("FIELDLINE_DATA_DIR") or tempfile.mkdtemp(prefix="fieldline-demo-"))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_demo(devices, duration or None, data_dir))
