@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge_agent.coap_poller import CoapPoller
 from edge_agent.committer import Committer
 from edge_agent.config import AgentConfig
 from edge_agent.http_status import StatusServer
@@ -53,6 +54,7 @@ class Agent:
         self.uplink: Uplink | None = None
         self.southbound: MqttSouthbound | None = None
         self.coap: CoapServer | None = None
+        self.coap_poller: CoapPoller | None = None
         self.status_server: StatusServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -93,7 +95,13 @@ class Agent:
             self.southbound = MqttSouthbound(cfg.southbound.mqtt, cfg.gateway.id, self.ingest, self.metrics)
             self._spawn(self.southbound.run(), "southbound-mqtt")
         if cfg.southbound.coap.enabled:
-            self.coap = await self._stack.enter_async_context(CoapServer(cfg.southbound.coap, self.ingest))
+            self.coap = await self._stack.enter_async_context(
+                CoapServer(cfg.southbound.coap, self.ingest, metrics_hook=self._count_coap_response)
+            )
+            if cfg.southbound.coap.observe:
+                self.coap_poller = await self._stack.enter_async_context(
+                    CoapPoller(cfg.southbound.coap.observe, self.ingest)
+                )
         if cfg.http.enabled:
             self.status_server = await self._stack.enter_async_context(
                 StatusServer(cfg.http.bind, cfg.http.port, self.health, self.registry)
@@ -180,6 +188,9 @@ class Agent:
             await asyncio.sleep(delay)
             self.router.tick(self.clock())
 
+    def _count_coap_response(self, code: str) -> None:
+        self.metrics.coap_responses[code] += 1
+
     def _status_fields(self) -> dict[str, Any]:
         return {"agent_version": AGENT_VERSION, "started_at": self.started_at}
 
@@ -189,9 +200,12 @@ class Agent:
         return ok, {
             "gateway": self.config.gateway.id,
             "uptime_s": round(self.clock() - self.started_at, 1),
+            "messages_received": sum(self.metrics.received.values()),
+            "messages_committed": self.metrics.committed,
             "southbound_connected": bool(self.southbound and self.southbound.connected.is_set()),
             "uplink_connected": bool(self.uplink and self.uplink.connected),
             "uplink_error": self.uplink.last_error if self.uplink else None,
+            "coap_sources": [vars(s) for s in self.coap_poller.status] if self.coap_poller else [],
             **c.describe(),
         }
 

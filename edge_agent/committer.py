@@ -43,6 +43,7 @@ class _Pending:
     acks: list[Callable[[], None]] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     acked_batches: list[int] = field(default_factory=list)
+    messages: int = 0  # device messages whose effects this commit makes durable
 
     def empty(self) -> bool:
         return not (
@@ -112,6 +113,11 @@ class Committer:
             self._pending.marks[key] = ts
 
     # ------------------------------------------------------------------ other writes (loop thread)
+
+    def count_message(self) -> None:
+        """One more device message is covered by the next commit (``messages_committed`` after it)."""
+        self._pending.messages += 1
+        self._kick.set()
 
     def journal(self, point: Point, received_at: float) -> None:
         self._pending.journal.append((received_at, point))
@@ -195,6 +201,7 @@ class Committer:
             self._restore(pending)
             raise
         self.metrics.observe_commit(time.perf_counter() - started)
+        self.metrics.committed += pending.messages
         self.last_commit_ok = now
         self.last_error = None
         for kind, n in result.dropped.items():
@@ -220,6 +227,7 @@ class Committer:
         current.acks[:0] = pending.acks
         current.waiters[:0] = pending.waiters
         current.acked_batches[:0] = pending.acked_batches
+        current.messages += pending.messages
         self._kick.set()
 
     # ------------------------------------------------------------------ store thread

@@ -4,7 +4,8 @@
     └── AgentError                 base of the agent's own errors
         ├── LinkError              an MQTT connection failed or dropped (retryable)
         │   └── LinkRefused        the broker refused the connection (bad credentials, not authorised)
-        └── StoreError             the agent's SQLite store failed (disk full, corrupt file)
+        ├── StoreError             the agent's SQLite store failed (disk full, corrupt file)
+        └── CoapBindError          the CoAP server cannot bind its address
 """
 
 from __future__ import annotations
@@ -38,3 +39,11 @@ class StoreError(AgentError):
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path
         super().__init__(f"{path}: {message}")
+
+
+class CoapBindError(AgentError):
+    """Raised when the CoAP server cannot bind its address (in use, not local, unresolvable); ``endpoint``."""
+
+    def __init__(self, message: str, *, endpoint: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"{endpoint}: {message}")

@@ -56,6 +56,7 @@ class Ingest:
     def on_mqtt_message(self, message: Message, link: MqttLink) -> None:
         """Handle one PUBLISH from the local broker; QoS 1 messages are acknowledged after the next commit."""
         self.metrics.received["mqtt"] += 1
+        self.committer.count_message()
         now = self.clock()
         topic = message.topic
         parsed = parse_device_topic(topic)
@@ -76,6 +77,7 @@ class Ingest:
     async def submit(self, device_id: str, payload: bytes, content_format: str | None, *, source: str) -> int:
         """Decode, process and wait for durability; raises ``PayloadError`` after quarantining a bad payload."""
         self.metrics.received[source] += 1
+        self.committer.count_message()
         now = self.clock()
         error: PayloadError | None = None
         try:

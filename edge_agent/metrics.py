@@ -28,6 +28,8 @@ class AgentMetrics:
     step_drops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (step, reason)
     records: Counter[str] = field(default_factory=Counter)  # emitted by kind
     outbox_dropped: Counter[str] = field(default_factory=Counter)  # by kind (overflow)
+    coap_responses: Counter[str] = field(default_factory=Counter)  # telemetry requests answered, by code
+    committed: int = 0  # device messages whose effects are durable
     uplink_batches: int = 0
     uplink_records: int = 0
     uplink_bytes: int = 0
@@ -77,11 +79,14 @@ class _Exporter(Collector):
         yield _counter("fieldline_edge_quarantined", "Messages quarantined, by reason.", ["reason"], m.quarantined)
         yield _counter("fieldline_edge_step_drops", "Values removed by pipeline steps.", ["step", "reason"], m.step_drops)
         yield _counter("fieldline_edge_records_emitted", "Records put in the outbox, by kind.", ["kind"], m.records)
+        yield _counter("fieldline_edge_coap_responses", "CoAP telemetry requests answered, by response code.",
+                       ["code"], m.coap_responses)
         yield _counter(
             "fieldline_edge_outbox_dropped_records", "Records dropped by the outbox overflow policy.", ["kind"],
             m.outbox_dropped,
         )
         for name, doc, value in (
+            ("fieldline_edge_messages_committed", "Device messages whose effects are durable.", m.committed),
             ("fieldline_edge_uplink_batches", "Batches acknowledged by the cloud broker.", m.uplink_batches),
             ("fieldline_edge_uplink_records", "Records acknowledged by the cloud broker.", m.uplink_records),
             ("fieldline_edge_uplink_bytes", "Payload bytes acknowledged by the cloud broker.", m.uplink_bytes),

@@ -1,0 +1,234 @@
+"""Edge agent throughput, memory and uplink compression, against bare MQTT subscribers measured in the same run.
+
+    python bench/edge_throughput.py [--messages 200000] [--devices 1000] [--out bench/results/edge_throughput.json]
+
+Method (every figure is measured in this run, on this machine):
+1. Ceiling: for paho-mqtt, aiomqtt and gmqtt, at QoS 0 and QoS 1, a bare subscriber that only counts drains a
+   backlog of N messages that a Mosquitto broker queued for its persistent session. Draining a queued backlog
+   measures the receive path alone, without a publisher competing for the same two cores.
+2. Agent: `fieldline edge run` (range + Hampel outlier + 60 s windows, durable outbox with sync=full) drains the
+   same backlog; the rate counts from the first message received to the last message committed to SQLite.
+   Its peak RSS (VmHWM) is read from /proc.
+3. Compression: an in-process agent with a fast-forwarded clock takes 1 Hz data from 1,000 devices for 120 s of
+   device time, closes its 60 s windows, and sends the aggregates up; uplink payload bytes are compared with the
+   raw device payload bytes.
+Prints one JSON document (and writes it with --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CLIENTS = [sys.executable, str(HERE / "_clients.py")]
+PIPELINE = {
+    "name": "bench",
+    "steps": [
+        {"type": "range", "limits": {"temperature": {"min": -40, "max": 125}, "humidity": {"min": 0, "max": 100}}},
+        {"type": "outlier", "method": "hampel", "window": 30, "metrics": ["temperature", "humidity"]},
+    ],
+    "downsample": [{"type": "window", "width": "60s", "lateness": "5s", "aggregates": ["mean", "min", "max", "count"]}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mosquitto(workdir: Path):  # noqa: ANN201
+    port = free_port()
+    conf = workdir / f"mosquitto-{port}.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+        "max_queued_bytes 0\nqueue_qos0_messages true\nmax_inflight_messages 0\nlog_type error\n"
+    )
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run_json(args: list[str], timeout: float = 900) -> dict[str, Any]:
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def publish(port: int, messages: int, devices: int, start_ts: float) -> dict[str, Any]:
+    return run_json([*CLIENTS, "publish", str(port), str(messages), str(devices), str(start_ts)])
+
+
+def bare(client: str, qos: int, messages: int, devices: int, workdir: Path) -> dict[str, Any]:
+    with mosquitto(workdir) as port:
+        subprocess.run([*CLIENTS, client, str(port), str(qos)], check=True, timeout=60)
+        publish(port, messages, devices, time.time())
+        return run_json([*CLIENTS, client, str(port), str(qos), str(messages)])
+
+
+def health(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_health(port: int, predicate: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            h = health(port)
+            if predicate(h):
+                return h
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("agent health condition not reached")
+
+
+def agent_run(qos: int, messages: int, devices: int, workdir: Path) -> dict[str, Any]:
+    with mosquitto(workdir) as local, mosquitto(workdir) as cloud:
+        http = free_port()
+        config = {
+            "gateway": {"id": f"bench-q{qos}"},
+            "southbound": {"mqtt": {"url": f"mqtt://127.0.0.1:{local}", "qos": qos}},
+            "uplink": {"url": f"mqtt://127.0.0.1:{cloud}"},
+            "storage": {"path": str(workdir / f"agent-q{qos}.db"), "sync": "full"},
+            "http": {"port": http},
+            "pipelines": [PIPELINE],
+            "logging": {"level": "warning"},
+        }
+        path = workdir / f"agent-q{qos}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "fieldline", "edge", "run", "--config", str(path)]
+        proc = subprocess.Popen(cmd)
+        wait_health(http, lambda h: h["southbound_connected"], 30)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        publish(local, messages, devices, time.time())
+        proc = subprocess.Popen(cmd)
+        first = wait_health(http, lambda h: h["messages_received"] > 0, 60)
+        t0 = time.perf_counter()
+        del first
+        wait_health(http, lambda h: h["messages_committed"] >= messages, 900)
+        seconds = time.perf_counter() - t0
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        hwm_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        return {"qos": qos, "messages": messages, "seconds": seconds, "rate": messages / seconds,
+                "peak_rss_mb": round(hwm_kb / 1024, 1)}
+
+
+async def compression(devices: int, seconds_of_data: int, workdir: Path) -> dict[str, Any]:
+    from edge_agent.agent import Agent
+    from edge_agent.config import AgentConfig
+    from edge_agent.mqtt_link import Endpoint, MqttLink
+
+    with mosquitto(workdir) as local, mosquitto(workdir) as cloud:
+        offset = [0.0]
+        config = AgentConfig.model_validate({
+            "gateway": {"id": "bench-ratio"},
+            "southbound": {"mqtt": {"url": f"mqtt://127.0.0.1:{local}", "qos": 1}},
+            "uplink": {"url": f"mqtt://127.0.0.1:{cloud}"},
+            "decode": {"max_future_skew": "10m"},
+            "storage": {"path": str(workdir / "agent-ratio.db"), "sync": "normal"},
+            "http": {"enabled": False},
+            "pipelines": [PIPELINE],
+        })
+        uplink_bytes = [0]
+        seen: set[int] = set()
+
+        def on_message(message: Any) -> None:
+            from fieldline.wire import decode_batch
+
+            batch = decode_batch(message.payload)
+            if batch.seq not in seen:
+                seen.add(batch.seq)
+                uplink_bytes[0] += len(message.payload)
+
+        view = MqttLink(Endpoint("127.0.0.1", cloud), client_id="bench-cloud", on_message=on_message)
+        await view.connect()
+        await view.subscribe([("fl/+/up/telemetry", 1)])
+        t0 = math.floor(time.time() / 60) * 60 + 60  # device time starts at the next minute boundary
+        async with Agent(config, clock=lambda: time.time() + offset[0]) as agent:
+            while not agent.southbound.connected.is_set():
+                await asyncio.sleep(0.05)
+            total = devices * seconds_of_data
+            pub = await asyncio.to_thread(publish, local, total, devices, t0)
+            while agent.metrics.committed < total:
+                await asyncio.sleep(0.1)
+            offset[0] = t0 + seconds_of_data + 10 - time.time()  # jump past the last window's close
+            while agent.metrics.records["agg"] < devices * 2 * (seconds_of_data // 60) or agent.outbox.stats.total_records:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+        await view.close()
+        raw = pub["raw_bytes"]
+        return {"devices": devices, "seconds_of_data": seconds_of_data, "raw_bytes": raw,
+                "uplink_bytes": uplink_bytes[0], "ratio": round(raw / max(1, uplink_bytes[0]), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--clients", default="paho-mqtt,aiomqtt,gmqtt")
+    parser.add_argument("--skip-ratio", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "messages": args.messages,
+        "devices": args.devices,
+    }
+    with tempfile.TemporaryDirectory(prefix="fieldline-bench-") as tmp:
+        workdir = Path(tmp)
+        for qos in (0, 1):
+            baselines = {c: bare(c, qos, args.messages, args.devices, workdir) for c in args.clients.split(",")}
+            agent = agent_run(qos, args.messages, args.devices, workdir)
+            fastest = max(baselines.values(), key=lambda b: b["rate"])
+            result[f"qos{qos}"] = {
+                "bare": {c: round(b["rate"]) for c, b in baselines.items()},
+                "agent": {k: (round(v) if k == "rate" else v) for k, v in agent.items()},
+                "agent_vs_fastest_bare": round(agent["rate"] / fastest["rate"], 3),
+                "fastest_bare": fastest["client"],
+            }
+            print(json.dumps({f"qos{qos}": result[f"qos{qos}"]}), file=sys.stderr)
+        if not args.skip_ratio:
+            result["compression"] = asyncio.run(compression(args.devices, 120, workdir))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
