@@ -32,7 +32,13 @@ def publish(port: int, count: int, devices: int, start_ts: float) -> None:
         device = i % devices
         ts = start_ts + (i // devices)  # every device at 1 Hz of device time
         payload = orjson.dumps(
-            {"ts": ts, "metrics": {"temperature": round(20 + (i % 97) * 0.05, 2), "humidity": round(40 + (i % 13) * 0.3, 1)}}
+            {
+                "ts": ts,
+                "metrics": {
+                    "temperature": round(20 + (i % 97) * 0.05, 2),
+                    "humidity": round(40 + (i % 13) * 0.3, 1),
+                },
+            }
         )
         raw_bytes += len(payload)
         last = client.publish(f"devices/dev-{device:04d}/telemetry", payload, 1)
@@ -52,7 +58,7 @@ def paho_subscriber(port: int, qos: int, count: int | None) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{qos}", clean_session=False)
     client.max_inflight_messages_set(0)
 
-    def on_message(c, _u, _m) -> None:  # noqa: ANN001
+    def on_message(c, _u, _m) -> None:
         state["n"] += 1
         if state["n"] == 1:
             state["t0"] = time.perf_counter()
@@ -74,8 +80,13 @@ def aiomqtt_subscriber(port: int, qos: int, count: int | None) -> None:
     import aiomqtt
 
     async def main() -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=f"bench-aiomqtt-{qos}", clean_session=False,
-                                  max_queued_incoming_messages=0) as client:
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            port,
+            identifier=f"bench-aiomqtt-{qos}",
+            clean_session=False,
+            max_queued_incoming_messages=0,
+        ) as client:
             await client.subscribe(TOPIC_FILTER, qos)
             if count is None:
                 return
@@ -99,7 +110,7 @@ def gmqtt_subscriber(port: int, qos: int, count: int | None) -> None:
         state = {"n": 0, "t0": 0.0, "t1": 0.0}
         client = Client(f"bench-gmqtt-{qos}", clean_session=False, session_expiry_interval=3600)
 
-        def on_message(_c, _topic, _payload, _qos, _props) -> int:  # noqa: ANN001
+        def on_message(_c, _topic, _payload, _qos, _props) -> int:
             state["n"] += 1
             if state["n"] == 1:
                 state["t0"] = time.perf_counter()

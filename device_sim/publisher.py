@@ -43,16 +43,28 @@ class SimulatedDevice:
             return b'{"ts": ' + str(ts).encode() + b', "metrics": {"temperature": ', kind
         if kind == "spike":
             temperature = 999.0
-        metrics = {"temperature": round(temperature, 3), "humidity": round(humidity, 2),
-                   "door": self.rng.random() < 0.05}
+        metrics = {
+            "temperature": round(temperature, 3),
+            "humidity": round(humidity, 2),
+            "door": self.rng.random() < 0.05,
+        }
         return orjson.dumps({"ts": round(ts, 3), "metrics": metrics}), kind
 
 
 class MqttPublishers:
     """Many simulated devices multiplexed over one MQTT connection (a thread of its own, paho's loop)."""
 
-    def __init__(self, port: int, count: int, *, interval: float = 1.0, fault_rate: float = 0.01,
-                 seed: int = 1, prefix: str = "thermo", clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        port: int,
+        count: int,
+        *,
+        interval: float = 1.0,
+        fault_rate: float = 0.01,
+        seed: int = 1,
+        prefix: str = "thermo",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         rng = random.Random(seed)
         self.devices = [
             SimulatedDevice(f"{prefix}-{i:03d}", random.Random(rng.random()), fault_rate=fault_rate)
@@ -72,8 +84,12 @@ class MqttPublishers:
         self.client.loop_start()
         try:
             for device in self.devices:
-                self.client.publish(f"devices/{device.device_id}/state",
-                                    orjson.dumps({"state": "online", "attributes": {"type": "thermo"}}), 1, True)
+                self.client.publish(
+                    f"devices/{device.device_id}/state",
+                    orjson.dumps({"state": "online", "attributes": {"type": "thermo"}}),
+                    1,
+                    True,
+                )
             while True:
                 started = self.clock()
                 for device in self.devices:

@@ -68,7 +68,12 @@ class Agent:
         device_types = {d: c.type for d, c in cfg.devices.items() if c.type}
         # The router needs the committer as its sink and the committer needs the router's hold horizon.
         self.committer = Committer(
-            self.thread, self.conn, self.outbox, self.journal, self.quarantine, self.metrics,
+            self.thread,
+            self.conn,
+            self.outbox,
+            self.journal,
+            self.quarantine,
+            self.metrics,
             interval=cfg.storage.commit_interval,
             ack_threshold=max(1, cfg.southbound.mqtt.receive_maximum // 2),
             hold_horizon=0.0,
@@ -78,8 +83,12 @@ class Agent:
         self.committer.hold_horizon = self.router.hold_horizon + 60.0
         await self._replay()
         self.ingest = Ingest(
-            self.committer, self.router, self.metrics, device_types,
-            max_payload=cfg.southbound.mqtt.max_payload, max_future_skew=cfg.decode.max_future_skew,
+            self.committer,
+            self.router,
+            self.metrics,
+            device_types,
+            max_payload=cfg.southbound.mqtt.max_payload,
+            max_future_skew=cfg.decode.max_future_skew,
             clock=self.clock,
         )
         self._register_gauges()
@@ -87,8 +96,14 @@ class Agent:
         self._spawn(self._window_timer(), "window-timer")
         if cfg.uplink.enabled:
             self.uplink = Uplink(
-                cfg.uplink, cfg.gateway.id, self.thread, self.outbox, self.committer, self.metrics,
-                status=self._status_fields, clock=self.clock,
+                cfg.uplink,
+                cfg.gateway.id,
+                self.thread,
+                self.outbox,
+                self.committer,
+                self.metrics,
+                status=self._status_fields,
+                clock=self.clock,
             )
             self._spawn(self.uplink.run(), "uplink")
         if cfg.southbound.mqtt.enabled:
@@ -154,7 +169,12 @@ class Agent:
     def _open_tables(self) -> tuple[Outbox, Journal, Quarantine]:
         s = self.config.storage
         return (
-            Outbox(self.conn, max_bytes=s.max_bytes, batch_max_bytes=s.batch_max_bytes, batch_max_age=s.batch_max_age),
+            Outbox(
+                self.conn,
+                max_bytes=s.max_bytes,
+                batch_max_bytes=s.batch_max_bytes,
+                batch_max_age=s.batch_max_age,
+            ),
             Journal(self.conn),
             Quarantine(self.conn, max_rows=s.quarantine_max_rows, max_payload=s.quarantine_max_payload),
         )
@@ -196,7 +216,7 @@ class Agent:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         c = self.committer
-        ok = c.last_error is None
+        ok = c.last_error is None and c.running
         return ok, {
             "gateway": self.config.gateway.id,
             "uptime_s": round(self.clock() - self.started_at, 1),
@@ -215,8 +235,16 @@ class Agent:
         m.gauge("fieldline_edge_outbox_bytes", "Bytes waiting in the outbox.", lambda: s.total_bytes)
         m.gauge("fieldline_edge_outbox_batches", "Sealed batches waiting for the uplink.", lambda: s.batches)
         m.gauge("fieldline_edge_journal_rows", "Points held in the crash journal.", lambda: self.journal.rows)
-        m.gauge("fieldline_edge_quarantine_rows", "Rows in the quarantine table.", lambda: self.quarantine.rows)
-        m.gauge("fieldline_edge_uplink_connected", "1 when connected to the cloud broker.",
-                lambda: float(bool(self.uplink and self.uplink.connected)))
-        m.gauge("fieldline_edge_southbound_connected", "1 when subscribed on the local broker.",
-                lambda: float(bool(self.southbound and self.southbound.connected.is_set())))
+        m.gauge(
+            "fieldline_edge_quarantine_rows", "Rows in the quarantine table.", lambda: self.quarantine.rows
+        )
+        m.gauge(
+            "fieldline_edge_uplink_connected",
+            "1 when connected to the cloud broker.",
+            lambda: float(bool(self.uplink and self.uplink.connected)),
+        )
+        m.gauge(
+            "fieldline_edge_southbound_connected",
+            "1 when subscribed on the local broker.",
+            lambda: float(bool(self.southbound and self.southbound.connected.is_set())),
+        )

@@ -20,7 +20,7 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def _load(path: Path):  # noqa: ANN202 - AgentConfig imported lazily
+def _load(path: Path):
     from edge_agent.config import load_config
 
     try:
@@ -35,8 +35,8 @@ def _load(path: Path):  # noqa: ANN202 - AgentConfig imported lazily
 def check(config: ConfigOption) -> None:
     """Validate the configuration without running; every error names file, line and field."""
     cfg = _load(config)
-    from edge_agent.pipeline.pipeline import PipelineRouter
     from edge_agent.pipeline.base import ListSink
+    from edge_agent.pipeline.pipeline import PipelineRouter
 
     PipelineRouter(cfg.pipelines, ListSink(), lambda *a: None, lambda _d: None)  # builds every step
     console.print(
@@ -77,12 +77,25 @@ def outbox(
         raise typer.Exit(1)
     conn = connect(path, readonly=True)
     table = Table(title=f"outbox of {cfg.gateway.id} ({path})")
-    for col in ("kind", "loose records", "loose bytes", "batches", "batched records", "oldest", "dropped (overflow)"):
+    for col in (
+        "kind",
+        "loose records",
+        "loose bytes",
+        "batches",
+        "batched records",
+        "oldest",
+        "dropped (overflow)",
+    ):
         table.add_column(col, justify="right" if col != "kind" else "left")
-    loose = {k: (n, b) for k, n, b in conn.execute("SELECT kind, count(*), sum(length(data)) FROM records GROUP BY kind")}
+    loose = {
+        k: (n, b)
+        for k, n, b in conn.execute("SELECT kind, count(*), sum(length(data)) FROM records GROUP BY kind")
+    }
     sealed = {
         k: (n, r, t)
-        for k, n, r, t in conn.execute("SELECT kind, count(*), sum(count), min(created) FROM batches GROUP BY kind")
+        for k, n, r, t in conn.execute(
+            "SELECT kind, count(*), sum(count), min(created) FROM batches GROUP BY kind"
+        )
     }
     for code, kind in CODE_KINDS.items():
         n, b = loose.get(code, (0, 0))
@@ -106,8 +119,14 @@ def outbox(
             "SELECT received, source, device, reason, detail, size FROM quarantine ORDER BY id DESC LIMIT ?",
             (quarantine,),
         ):
-            q.add_row(dt.datetime.fromtimestamp(received, dt.UTC).strftime("%H:%M:%S"), source, device or "-",
-                      reason, detail[:80], str(size))
+            q.add_row(
+                dt.datetime.fromtimestamp(received, dt.UTC).strftime("%H:%M:%S"),
+                source,
+                device or "-",
+                reason,
+                detail[:80],
+                str(size),
+            )
         console.print(q)
     conn.close()
     sys.stdout.flush()

@@ -22,6 +22,7 @@ from typing import Any
 
 import cbor2
 
+from edge_agent.errors import StoreError
 from edge_agent.journal import Journal
 from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import KIND_CODES, Outbox
@@ -47,7 +48,12 @@ class _Pending:
 
     def empty(self) -> bool:
         return not (
-            self.journal or self.records or self.marks or self.quarantine or self.acks or self.waiters
+            self.journal
+            or self.records
+            or self.marks
+            or self.quarantine
+            or self.acks
+            or self.waiters
             or self.acked_batches
         )
 
@@ -174,7 +180,7 @@ class Committer:
             self._urgent.clear()
             try:
                 await self.commit()
-            except Exception as exc:  # a failed commit must not stop the agent; writes are retried
+            except StoreError as exc:  # disk full, I/O error: the writes were put back and are retried
                 self.metrics.commit_errors += 1
                 self.last_error = str(exc)
                 log.error("commit failed; retrying", extra={"error": str(exc)})
@@ -238,7 +244,9 @@ class Committer:
         conn.execute("BEGIN IMMEDIATE")
         try:
             self.journal_store.append([(r, pt.device_id, pt.ts, dumps(pt.metrics)) for r, pt in p.journal])
-            self.outbox.add([(KIND_CODES[rec.kind], created, dumps(rec.to_wire())) for created, rec in p.records])
+            self.outbox.add(
+                [(KIND_CODES[rec.kind], created, dumps(rec.to_wire())) for created, rec in p.records]
+            )
             self.journal_store.set_marks(p.marks, now)
             self.quarantine_store.add(p.quarantine)
             deleted = self.outbox.delete_batches(p.acked_batches)
@@ -255,6 +263,11 @@ class Committer:
             self.journal_store.reload()
             raise
         return CommitResult(sealed, dropped, deleted)
+
+    @property
+    def running(self) -> bool:
+        """False once the commit loop died of an unexpected error (the agent reports itself unhealthy)."""
+        return self._task is not None and not self._task.done()
 
     def describe(self) -> dict[str, Any]:
         s = self.outbox.stats

@@ -1,11 +1,11 @@
 """Errors raised by the edge agent.
 
-    FieldlineError (fieldline.errors)
-    └── AgentError                 base of the agent's own errors
-        ├── LinkError              an MQTT connection failed or dropped (retryable)
-        │   └── LinkRefused        the broker refused the connection (bad credentials, not authorised)
-        ├── StoreError             the agent's SQLite store failed (disk full, corrupt file)
-        └── CoapBindError          the CoAP server cannot bind its address
+FieldlineError (fieldline.errors)
+└── AgentError                 base of the agent's own errors
+    ├── LinkError              an MQTT connection failed or dropped (retryable)
+    │   └── LinkRefused        the broker refused the connection (bad credentials, not authorised)
+    ├── StoreError             the agent's SQLite store failed (disk full, corrupt file)
+    └── CoapBindError          the CoAP server cannot bind its address
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from edge_agent.metrics import exposition
-from prometheus_client import CollectorRegistry
 
 HealthProbe = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -50,7 +50,10 @@ class StatusServer:
             elif path == "/healthz":
                 ok, details = self.health()
                 status = "200 OK" if ok else "503 Service Unavailable"
-                ctype, body = "application/json", orjson.dumps({"status": "ok" if ok else "failing", **details})
+                ctype, body = (
+                    "application/json",
+                    orjson.dumps({"status": "ok" if ok else "failing", **details}),
+                )
             elif path == "/metrics":
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
                 body = exposition(self.registry)

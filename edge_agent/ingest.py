@@ -61,8 +61,14 @@ class Ingest:
         topic = message.topic
         parsed = parse_device_topic(topic)
         if parsed is None:
-            self._quarantine(now, "mqtt", topic, None, PayloadError("bad_topic", f"not a device topic: {topic}"),
-                             message.payload)
+            self._quarantine(
+                now,
+                "mqtt",
+                topic,
+                None,
+                PayloadError("bad_topic", f"not a device topic: {topic}"),
+                message.payload,
+            )
         else:
             device_id, kind = parsed
             if kind == "telemetry":
@@ -90,10 +96,21 @@ class Ingest:
             raise error
         return accepted
 
+    def reject(self, device_id: str | None, payload: bytes, reason: str, detail: str, *, source: str) -> None:
+        """Quarantine a request its transport refused before decoding (e.g. CoAP over ``max_payload``)."""
+        self.metrics.received[source] += 1
+        self._quarantine(self.clock(), source, None, device_id, PayloadError(reason, detail), payload)
+
     # ------------------------------------------------------------------ shared
 
     def _telemetry(
-        self, device_id: str, payload: bytes, content_format: str | None, now: float, source: str, topic: str | None
+        self,
+        device_id: str,
+        payload: bytes,
+        content_format: str | None,
+        now: float,
+        source: str,
+        topic: str | None,
     ) -> None:
         try:
             self._decode_and_process(device_id, payload, content_format, now, source)
@@ -104,7 +121,11 @@ class Ingest:
         self, device_id: str, payload: bytes, content_format: str | None, now: float, source: str
     ) -> int:
         points = decode_telemetry(
-            payload, device_id, now, content_format=content_format, max_bytes=self.max_payload,
+            payload,
+            device_id,
+            now,
+            content_format=content_format,
+            max_bytes=self.max_payload,
             max_future_skew=self.max_future_skew,
         )
         self.metrics.points[source] += len(points)
@@ -132,9 +153,17 @@ class Ingest:
             self.committer.emit(StateRecord(device_id, now, state, attributes))
 
     def _quarantine(
-        self, now: float, source: str, topic: str | None, device_id: str | None, exc: PayloadError, payload: bytes
+        self,
+        now: float,
+        source: str,
+        topic: str | None,
+        device_id: str | None,
+        exc: PayloadError,
+        payload: bytes,
     ) -> None:
-        self.committer.quarantine(QuarantineEntry(now, source, topic, device_id, exc.reason, str(exc), payload))
+        self.committer.quarantine(
+            QuarantineEntry(now, source, topic, device_id, exc.reason, str(exc), payload)
+        )
 
 
 def parse_state(device_id: str, payload: bytes) -> tuple[str, dict[str, Any]]:
@@ -157,6 +186,10 @@ def parse_state(device_id: str, payload: bytes) -> tuple[str, dict[str, Any]]:
         raise PayloadError("bad_json", f"invalid JSON: {exc}", device_id=device_id) from None
     state = data.get("state") if isinstance(data, dict) else None
     attributes = data.get("attributes", {}) if isinstance(data, dict) else None
-    if not isinstance(state, str) or not isinstance(attributes, dict) or set(data) - {"state", "attributes", "ts"}:
+    if (
+        not isinstance(state, str)
+        or not isinstance(attributes, dict)
+        or set(data) - {"state", "attributes", "ts"}
+    ):
         raise PayloadError("bad_shape", 'expected {"state": str, "attributes": {...}}', device_id=device_id)
     return state, attributes

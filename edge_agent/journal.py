@@ -40,7 +40,9 @@ class Journal:
         """Insert ``(received_at, device_id, ts, cbor(metrics))`` rows."""
         if not rows:
             return
-        cur = self.conn.executemany("INSERT INTO journal (received, device, ts, metrics) VALUES (?, ?, ?, ?)", rows)
+        cur = self.conn.executemany(
+            "INSERT INTO journal (received, device, ts, metrics) VALUES (?, ?, ?, ?)", rows
+        )
         del cur
         last_id = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         self._commits.append((rows[-1][0], last_id))

@@ -74,26 +74,57 @@ class _Exporter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
-        yield _counter("fieldline_edge_messages_received", "Messages received from devices.", ["transport"], m.received)
-        yield _counter("fieldline_edge_points_decoded", "Points decoded from device messages.", ["transport"], m.points)
-        yield _counter("fieldline_edge_quarantined", "Messages quarantined, by reason.", ["reason"], m.quarantined)
-        yield _counter("fieldline_edge_step_drops", "Values removed by pipeline steps.", ["step", "reason"], m.step_drops)
-        yield _counter("fieldline_edge_records_emitted", "Records put in the outbox, by kind.", ["kind"], m.records)
-        yield _counter("fieldline_edge_coap_responses", "CoAP telemetry requests answered, by response code.",
-                       ["code"], m.coap_responses)
         yield _counter(
-            "fieldline_edge_outbox_dropped_records", "Records dropped by the outbox overflow policy.", ["kind"],
+            "fieldline_edge_messages_received", "Messages received from devices.", ["transport"], m.received
+        )
+        yield _counter(
+            "fieldline_edge_points_decoded", "Points decoded from device messages.", ["transport"], m.points
+        )
+        yield _counter(
+            "fieldline_edge_quarantined", "Messages quarantined, by reason.", ["reason"], m.quarantined
+        )
+        yield _counter(
+            "fieldline_edge_step_drops", "Values removed by pipeline steps.", ["step", "reason"], m.step_drops
+        )
+        yield _counter(
+            "fieldline_edge_records_emitted", "Records put in the outbox, by kind.", ["kind"], m.records
+        )
+        yield _counter(
+            "fieldline_edge_coap_responses",
+            "CoAP telemetry requests answered, by response code.",
+            ["code"],
+            m.coap_responses,
+        )
+        yield _counter(
+            "fieldline_edge_outbox_dropped_records",
+            "Records dropped by the outbox overflow policy.",
+            ["kind"],
             m.outbox_dropped,
         )
         for name, doc, value in (
             ("fieldline_edge_messages_committed", "Device messages whose effects are durable.", m.committed),
             ("fieldline_edge_uplink_batches", "Batches acknowledged by the cloud broker.", m.uplink_batches),
             ("fieldline_edge_uplink_records", "Records acknowledged by the cloud broker.", m.uplink_records),
-            ("fieldline_edge_uplink_bytes", "Payload bytes acknowledged by the cloud broker.", m.uplink_bytes),
-            ("fieldline_edge_uplink_backfill_batches", "Batches sent as backfill.", m.uplink_backfill_batches),
-            ("fieldline_edge_uplink_reconnects", "Connection attempts to the cloud broker after the first.",
-             m.uplink_reconnects),
-            ("fieldline_edge_southbound_reconnects", "Reconnections to the local broker.", m.southbound_reconnects),
+            (
+                "fieldline_edge_uplink_bytes",
+                "Payload bytes acknowledged by the cloud broker.",
+                m.uplink_bytes,
+            ),
+            (
+                "fieldline_edge_uplink_backfill_batches",
+                "Batches sent as backfill.",
+                m.uplink_backfill_batches,
+            ),
+            (
+                "fieldline_edge_uplink_reconnects",
+                "Connection attempts to the cloud broker after the first.",
+                m.uplink_reconnects,
+            ),
+            (
+                "fieldline_edge_southbound_reconnects",
+                "Reconnections to the local broker.",
+                m.southbound_reconnects,
+            ),
             ("fieldline_edge_commit_errors", "Failed store transactions.", m.commit_errors),
         ):
             family = CounterMetricFamily(name, doc)

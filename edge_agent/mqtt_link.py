@@ -102,7 +102,7 @@ class MqttLink:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def connect(self, timeout: float = 10.0) -> None:
+    async def connect(self, within: float = 10.0) -> None:
         """Open the connection; raises ``LinkRefused`` on a CONNACK refusal, ``LinkError`` otherwise."""
         self._loop = asyncio.get_running_loop()
         self._connected = self._loop.create_future()
@@ -147,14 +147,18 @@ class MqttLink:
             await asyncio.wait_for(
                 self._loop.run_in_executor(
                     None,
-                    lambda: client.connect(self.endpoint.host, self.endpoint.port, self._keepalive, **options),
+                    lambda: client.connect(
+                        self.endpoint.host, self.endpoint.port, self._keepalive, **options
+                    ),
                 ),
-                timeout,
+                within,
             )
-            await asyncio.wait_for(asyncio.shield(self._connected), timeout)
+            await asyncio.wait_for(asyncio.shield(self._connected), within)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             self._teardown()
-            raise LinkError(f"cannot connect: {exc or type(exc).__name__}", endpoint=str(self.endpoint)) from exc
+            raise LinkError(
+                f"cannot connect: {exc or type(exc).__name__}", endpoint=str(self.endpoint)
+            ) from exc
         except LinkError:
             self._teardown()
             raise
@@ -211,7 +215,9 @@ class MqttLink:
             return fut
         info = self._client.publish(topic, payload, qos, retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            fut.set_exception(LinkError(f"publish failed: {paho.error_string(info.rc)}", endpoint=str(self.endpoint)))
+            fut.set_exception(
+                LinkError(f"publish failed: {paho.error_string(info.rc)}", endpoint=str(self.endpoint))
+            )
             return fut
         if qos == 0 or info.is_published():
             fut.set_result(None)
@@ -221,7 +227,8 @@ class MqttLink:
 
     async def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
         """Subscribe and return the granted QoS per filter; a refused filter raises ``LinkError``."""
-        assert self._client is not None and self._loop is not None
+        assert self._client is not None
+        assert self._loop is not None
         rc, mid = self._client.subscribe(filters)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise LinkError(f"subscribe failed: {paho.error_string(rc)}", endpoint=str(self.endpoint))
@@ -242,12 +249,16 @@ class MqttLink:
 
     # ------------------------------------------------------------------ paho callbacks (loop thread)
 
-    def _handle_connect(self, client: paho.Client, _ud: Any, flags: Any, reason: ReasonCode, _props: Any) -> None:
+    def _handle_connect(
+        self, client: paho.Client, _ud: Any, flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
         assert self._connected is not None
         if self._connected.done():
             return
         if reason.is_failure:
-            self._connected.set_exception(LinkRefused(f"connection refused: {reason}", endpoint=str(self.endpoint)))
+            self._connected.set_exception(
+                LinkRefused(f"connection refused: {reason}", endpoint=str(self.endpoint))
+            )
         else:
             self.session_present = bool(flags.session_present)
             self._connected.set_result(True)
@@ -269,7 +280,9 @@ class MqttLink:
         else:
             fut.set_result(None)
 
-    def _handle_subscribe(self, _c: paho.Client, _ud: Any, mid: int, codes: list[ReasonCode], _p: Any) -> None:
+    def _handle_subscribe(
+        self, _c: paho.Client, _ud: Any, mid: int, codes: list[ReasonCode], _p: Any
+    ) -> None:
         fut = self._pending_sub.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(codes)

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from edge_agent.store import meta_get, meta_set
 from fieldline.wire import RecordKind, encode_body_items
 
-KIND_CODES: dict[RecordKind, int] = {RecordKind.RAW: 0, RecordKind.FLAG: 1, RecordKind.STATE: 2, RecordKind.AGG: 3}
+KIND_CODES: dict[RecordKind, int] = {
+    RecordKind.RAW: 0,
+    RecordKind.FLAG: 1,
+    RecordKind.STATE: 2,
+    RecordKind.AGG: 3,
+}
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}
 DROP_ORDER = sorted(KIND_CODES.values())
 
@@ -59,7 +64,9 @@ class OutboxStats:
 class Outbox:
     """Outbox operations on a connection owned by the store thread (every method runs on that thread)."""
 
-    def __init__(self, conn: sqlite3.Connection, *, max_bytes: int, batch_max_bytes: int, batch_max_age: float):
+    def __init__(
+        self, conn: sqlite3.Connection, *, max_bytes: int, batch_max_bytes: int, batch_max_age: float
+    ):
         self.conn = conn
         self.max_bytes = max_bytes
         self.batch_max_bytes = batch_max_bytes
@@ -148,7 +155,9 @@ class Outbox:
         removed = 0
         s = self.stats
         for seq in seqs:
-            row = self.conn.execute("DELETE FROM batches WHERE seq=? RETURNING count, raw_bytes", (seq,)).fetchone()
+            row = self.conn.execute(
+                "DELETE FROM batches WHERE seq=? RETURNING count, raw_bytes", (seq,)
+            ).fetchone()
             if row is not None:
                 removed += 1
                 s.batches -= 1

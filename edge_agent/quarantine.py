@@ -37,8 +37,16 @@ class Quarantine:
             "INSERT INTO quarantine (received, source, topic, device, reason, detail, size, payload) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (e.received, e.source, e.topic, e.device_id, e.reason, e.detail[:1000], len(e.payload),
-                 e.payload[: self.max_payload])
+                (
+                    e.received,
+                    e.source,
+                    e.topic,
+                    e.device_id,
+                    e.reason,
+                    e.detail[:1000],
+                    len(e.payload),
+                    e.payload[: self.max_payload],
+                )
                 for e in entries
             ],
         )

@@ -56,6 +56,10 @@ class TelemetryIngest(Protocol):
         """
         ...
 
+    def reject(self, device_id: str | None, payload: bytes, reason: str, detail: str, *, source: str) -> None:
+        """Quarantine a request refused before decoding (oversize, bad device id, unknown content-format)."""
+        ...
+
 
 PayloadFormat = Literal["json", "cbor", "senml+json", "senml+cbor"]
 
@@ -160,6 +164,7 @@ class _TelemetryResource(PathCapable, Resource):
         # Checked on every block, before aiocoap's Block1 spool reassembles anything.
         refusal = self._refusal(pipe.request)
         if refusal is not None:
+            self._quarantine_refused(pipe.request, refusal)
             refusal.opt.no_response = pipe.request.opt.no_response
             pipe.add_response(self.server.answered(refusal), is_last=True)
             return
@@ -187,6 +192,24 @@ class _TelemetryResource(PathCapable, Resource):
             response.opt.size1 = limit
             return response
         return None
+
+    def _quarantine_refused(self, request: Message, refusal: Message) -> None:
+        """Refused data is quarantined like any bad payload; wrong paths and methods are not data."""
+        reason = {
+            Code.REQUEST_ENTITY_TOO_LARGE: "too_large",
+            Code.BAD_REQUEST: "bad_device_id",
+            Code.UNSUPPORTED_CONTENT_FORMAT: "bad_content_format",
+        }.get(refusal.code)
+        if reason is not None:
+            path = request.opt.uri_path
+            device_id = path[0] if len(path) == 1 and valid_id(path[0]) else None
+            self.server.ingest.reject(
+                device_id,
+                bytes(request.payload),
+                reason,
+                refusal.payload.decode("utf-8", "replace"),
+                source="coap",
+            )
 
     async def render_post(self, request: Message) -> Message:
         device_id = request.opt.uri_path[0]

@@ -17,7 +17,7 @@ from edge_agent.config import MqttSouthboundConfig
 from edge_agent.errors import LinkError
 from edge_agent.ingest import Ingest
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_link import MqttLink
+from edge_agent.mqtt_link import Message, MqttLink
 from fieldline.wire import Topics
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 class MqttSouthbound:
     """Keeps the subscription alive and feeds every message to ``Ingest``."""
 
-    def __init__(self, config: MqttSouthboundConfig, gateway_id: str, ingest: Ingest, metrics: AgentMetrics) -> None:
+    def __init__(
+        self, config: MqttSouthboundConfig, gateway_id: str, ingest: Ingest, metrics: AgentMetrics
+    ) -> None:
         self.config = config
         self.client_id = config.client_id or f"fl-agent-{gateway_id}"
         self.ingest = ingest
@@ -42,27 +44,20 @@ class MqttSouthbound:
             if not first:
                 self.metrics.southbound_reconnects += 1
             first = False
-            link = MqttLink(
-                self.config.endpoint(),
-                client_id=self.client_id,
-                clean_start=False,
-                session_expiry=int(self.config.session_expiry),
-                keepalive=self.config.keepalive,
-            protocol=self.config.protocol,
-                receive_maximum=self.config.receive_maximum,
-                manual_ack=True,
-                on_message=lambda message: self.ingest.on_mqtt_message(message, current),
-            )
-            current = link
+            link = self._new_link()
             try:
                 await link.connect()
                 qos = self.config.qos
-                await link.subscribe([(Topics.DEVICE_TELEMETRY_FILTER, qos), (Topics.DEVICE_STATE_FILTER, qos)])
+                await link.subscribe(
+                    [(Topics.DEVICE_TELEMETRY_FILTER, qos), (Topics.DEVICE_STATE_FILTER, qos)]
+                )
             except LinkError as exc:
                 self.last_error = str(exc)
                 await link.close()
                 delay = self._backoff.next_delay()
-                log.warning("local broker unreachable", extra={"error": str(exc), "retry_in": round(delay, 2)})
+                log.warning(
+                    "local broker unreachable", extra={"error": str(exc), "retry_in": round(delay, 2)}
+                )
                 await asyncio.sleep(delay)
                 continue
             self.link = link
@@ -78,6 +73,25 @@ class MqttSouthbound:
                 self.link = None
                 await link.close()
             await asyncio.sleep(self._backoff.next_delay())
+
+    def _new_link(self) -> MqttLink:
+        """A connection whose QoS 1 messages are acknowledged on that same connection, after commit."""
+
+        def on_message(message: Message) -> None:
+            self.ingest.on_mqtt_message(message, link)
+
+        link = MqttLink(
+            self.config.endpoint(),
+            client_id=self.client_id,
+            clean_start=False,
+            session_expiry=int(self.config.session_expiry),
+            keepalive=self.config.keepalive,
+            protocol=self.config.protocol,
+            receive_maximum=self.config.receive_maximum,
+            manual_ack=True,
+            on_message=on_message,
+        )
+        return link
 
     async def close(self) -> None:
         """Stop receiving. Unacknowledged QoS 1 messages stay with the broker's session for the next run."""

@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
-def connect(path: Path, sync: Literal["full", "normal"] = "full", *, readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, sync: Literal["full", "normal"] = "full", *, readonly: bool = False
+) -> sqlite3.Connection:
     """Open the database with the agent's pragmas; creates the schema unless ``readonly``."""
     try:
         if readonly:
@@ -70,7 +72,9 @@ def meta_get(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
 
 
 def meta_set(conn: sqlite3.Connection, key: str, value: Any) -> None:
-    conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+    conn.execute(
+        "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
+    )
 
 
 class StoreThread:

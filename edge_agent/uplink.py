@@ -85,7 +85,9 @@ class Uplink:
                 await link.connect()
             except LinkError as exc:
                 self.last_error = str(exc)
-                delay = self.config.backoff.max if isinstance(exc, LinkRefused) else self._backoff.next_delay()
+                delay = (
+                    self.config.backoff.max if isinstance(exc, LinkRefused) else self._backoff.next_delay()
+                )
                 log.warning("uplink connect failed", extra={"error": str(exc), "retry_in": round(delay, 2)})
                 await asyncio.sleep(delay)
                 continue
@@ -118,6 +120,7 @@ class Uplink:
         inflight = self.config.inflight
         while True:
             self._wake.clear()  # before fetching: a seal during the fetch must wake the wait below
+            self._forget_deleted()
             if len(window) < inflight:
                 limit = inflight - len(window) + len(self._acked)
                 for batch in await self.thread.run(self.outbox.fetch, last_sent, limit):
@@ -168,7 +171,10 @@ class Uplink:
         if link is None or not link.is_connected:
             return
         deadline = time.monotonic() + drain_for
-        while time.monotonic() < deadline and (self.outbox.stats.batches - len(self._acked)) > 0 and link.is_connected:
+        while time.monotonic() < deadline and link.is_connected:
+            self._forget_deleted()
+            if self.outbox.stats.batches <= len(self._acked):
+                break
             await asyncio.sleep(0.05)
         if link.is_connected:
             with contextlib.suppress(LinkError, TimeoutError):

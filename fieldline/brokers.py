@@ -48,13 +48,15 @@ async def local_broker(port: int | None = None) -> AsyncIterator[LocalBroker]:
                 f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
                 "max_inflight_messages 0\nlog_type error\n"
             )
-            proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = await asyncio.create_subprocess_exec(
+                binary, "-c", str(conf), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             try:
                 await _wait_port(port)
                 yield LocalBroker(port, "mosquitto", "5")
             finally:
                 proc.terminate()
-                proc.wait(5)
+                await proc.wait()
         return
     from amqtt.broker import Broker  # the [demo] extra; MQTT 3.1.1 only
 
@@ -71,9 +73,9 @@ async def local_broker(port: int | None = None) -> AsyncIterator[LocalBroker]:
         await broker.shutdown()
 
 
-async def _wait_port(port: int, timeout: float = 10.0) -> None:
+async def _wait_port(port: int, within: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while loop.time() < deadline:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -47,10 +47,14 @@ class LazyGroup(click.Group):
 
 
 def _not_yet(name: str, what: str) -> click.Command:
-    @click.command(name=name, help=f"Not available yet: {what}.", context_settings={"ignore_unknown_options": True})
+    @click.command(
+        name=name, help=f"Not available yet: {what}.", context_settings={"ignore_unknown_options": True}
+    )
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"`fieldline {name}` is not part of this release yet: {what} is being built")
+        raise click.ClickException(
+            f"`fieldline {name}` is not part of this release yet: {what} is being built"
+        )
 
     return command
 

@@ -34,8 +34,13 @@ DEMO_PIPELINE: dict[str, Any] = {
     ],
     "downsample": [
         {"type": "raw", "metrics": ["door"]},
-        {"type": "window", "metrics": ["*"], "width": "10s", "lateness": "2s",
-         "aggregates": ["mean", "min", "max", "count", "p95"]},
+        {
+            "type": "window",
+            "metrics": ["*"],
+            "width": "10s",
+            "lateness": "2s",
+            "aggregates": ["mean", "min", "max", "count", "p95"],
+        },
     ],
 }
 
@@ -85,10 +90,16 @@ def _render(agent: Any, sim: Any, cloud: CloudView, started: float, broker: str)
         ("agent", "records emitted", ", ".join(f"{k}={v}" for k, v in m.records.items()) or "0"),
         ("outbox", "records / bytes / batches", f"{s.total_records} / {s.total_bytes} / {s.batches}"),
         ("uplink", "batches / records acked", f"{m.uplink_batches} / {m.uplink_records}"),
-        ("uplink", "bytes vs device bytes",
-         f"{m.uplink_bytes} / {sim.bytes} = 1/{sim.bytes / m.uplink_bytes:.0f}" if m.uplink_bytes else "-"),
-        ("cloud", "batches / records decoded",
-         f"{cloud.batches} / " + ", ".join(f"{k}={v}" for k, v in cloud.records.items())),
+        (
+            "uplink",
+            "bytes vs device bytes",
+            f"{m.uplink_bytes} / {sim.bytes} = 1/{sim.bytes / m.uplink_bytes:.0f}" if m.uplink_bytes else "-",
+        ),
+        (
+            "cloud",
+            "batches / records decoded",
+            f"{cloud.batches} / " + ", ".join(f"{k}={v}" for k, v in cloud.records.items()),
+        ),
     ]
     for row in rows:
         counters.add_row(*row)
@@ -96,8 +107,13 @@ def _render(agent: Any, sim: Any, cloud: CloudView, started: float, broker: str)
     for col in ("device", "metric", "mean", "min", "max", "count", "p95"):
         latest.add_column(col, justify="right" if col not in ("device", "metric") else "left")
     for (device, metric), values in sorted(cloud.latest.items())[:16]:
-        latest.add_row(device, metric, *(f"{values.get(k, float('nan')):.2f}" for k in ("mean", "min", "max")),
-                       f"{values.get('count', 0):.0f}", f"{values.get('p95', float('nan')):.2f}")
+        latest.add_row(
+            device,
+            metric,
+            *(f"{values.get(k, float('nan')):.2f}" for k in ("mean", "min", "max")),
+            f"{values.get('count', 0):.0f}",
+            f"{values.get('p95', float('nan')):.2f}",
+        )
     return Group(counters, latest)
 
 
@@ -120,8 +136,12 @@ async def _demo(devices: int, duration: float | None, data_dir: Path) -> None:
             }
         )
         cloud = CloudView()
-        view = MqttLink(Endpoint("127.0.0.1", broker.port), client_id="demo-cloud", on_message=cloud.on_message,
-                        protocol=broker.protocol)
+        view = MqttLink(
+            Endpoint("127.0.0.1", broker.port),
+            client_id="demo-cloud",
+            on_message=cloud.on_message,
+            protocol=broker.protocol,
+        )
         await view.connect()
         await view.subscribe([("fl/+/up/telemetry", 1), ("fl/+/up/events", 1)])
         sim = MqttPublishers(broker.port, devices, fault_rate=0.02)

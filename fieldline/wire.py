@@ -193,7 +193,9 @@ class StateRecord:
 
 Record = RawRecord | AggregateRecord | FlagRecord | StateRecord
 
-RECORD_TYPES: dict[RecordKind, type[RawRecord] | type[AggregateRecord] | type[FlagRecord] | type[StateRecord]] = {
+RECORD_TYPES: dict[
+    RecordKind, type[RawRecord] | type[AggregateRecord] | type[FlagRecord] | type[StateRecord]
+] = {
     RecordKind.RAW: RawRecord,
     RecordKind.AGG: AggregateRecord,
     RecordKind.FLAG: FlagRecord,

@@ -77,13 +77,17 @@ def issues_from_validation(
         clean: list[str | int] = []
         for part in loc:
             candidate = (*clean, part)
-            if candidate in positions or isinstance(part, int) or not any(
-                k[: len(candidate)] == candidate for k in positions
+            if (
+                candidate in positions
+                or isinstance(part, int)
+                or not any(k[: len(candidate)] == candidate for k in positions)
             ):
                 clean.append(part)
         pos = _nearest(positions, tuple(clean))
         dotted = ".".join(str(p) for p in clean if p not in ("function-after", "function-before"))
-        issues.append(ConfigIssue(filename, pos[0] if pos else None, pos[1] if pos else None, dotted, err["msg"]))
+        issues.append(
+            ConfigIssue(filename, pos[0] if pos else None, pos[1] if pos else None, dotted, err["msg"])
+        )
     return issues
 
 
@@ -94,7 +98,9 @@ def load_model(model: type[M], path: str | Path, *, text: str | None = None) -> 
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError([ConfigIssue(filename, None, None, "", f"cannot read: {exc.strerror}")]) from exc
+            raise ConfigError(
+                [ConfigIssue(filename, None, None, "", f"cannot read: {exc.strerror}")]
+            ) from exc
         except UnicodeDecodeError as exc:
             raise ConfigError([ConfigIssue(filename, None, None, "", f"not UTF-8 text: {exc}")]) from exc
     data, positions = parse_yaml(text, filename)

@@ -30,10 +30,17 @@ def agent_config(
     data: dict[str, Any] = {
         "gateway": {"id": gateway},
         "southbound": {"mqtt": {"url": local_url, "qos": 1}},
-        "uplink": {"url": cloud_url or "mqtt://127.0.0.1:1", "enabled": cloud_url is not None,
-                   "backoff": {"initial": "100ms", "max": "1s"}},
-        "storage": {"path": str(tmp_path / f"{gateway}.db"), "sync": "normal", "batch_max_age": "200ms",
-                    "commit_interval": "20ms"},
+        "uplink": {
+            "url": cloud_url or "mqtt://127.0.0.1:1",
+            "enabled": cloud_url is not None,
+            "backoff": {"initial": "100ms", "max": "1s"},
+        },
+        "storage": {
+            "path": str(tmp_path / f"{gateway}.db"),
+            "sync": "normal",
+            "batch_max_age": "200ms",
+            "commit_interval": "20ms",
+        },
         "http": {"port": 0},
         "pipelines": pipelines or [],
         "logging": {"format": "text"},
@@ -63,8 +70,12 @@ class Publisher:
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos, retain)
 
-    def telemetry(self, device_id: str, ts: float, metrics: dict[str, Any], qos: int = 1) -> paho.MQTTMessageInfo:
-        return self.publish(f"devices/{device_id}/telemetry", orjson.dumps({"ts": ts, "metrics": metrics}), qos)
+    def telemetry(
+        self, device_id: str, ts: float, metrics: dict[str, Any], qos: int = 1
+    ) -> paho.MQTTMessageInfo:
+        return self.publish(
+            f"devices/{device_id}/telemetry", orjson.dumps({"ts": ts, "metrics": metrics}), qos
+        )
 
     def wait_all(self, infos: Iterable[paho.MQTTMessageInfo], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -85,15 +96,17 @@ class CloudCollector:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         # A persistent session: while the broker restarts, it keeps queueing the uplink for this subscriber.
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                  protocol=paho.MQTTv311)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=paho.MQTTv311
+        )
         self.client.reconnect_delay_set(0.05, 0.5)
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_disconnect = lambda *a: subscribed.clear()
-        self.client.on_connect = lambda c, *a: c.subscribe([("fl/+/up/telemetry", 1), ("fl/+/up/events", 1),
-                                                            ("fl/+/up/status", 1)])
+        self.client.on_connect = lambda c, *a: c.subscribe(
+            [("fl/+/up/telemetry", 1), ("fl/+/up/events", 1), ("fl/+/up/status", 1)]
+        )
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not subscribed.wait(10):
@@ -106,7 +119,7 @@ class CloudCollector:
                 return
             try:
                 self.batches.append(decode_batch(msg.payload))
-            except Exception as exc:  # recorded and asserted on by tests
+            except Exception as exc:  # noqa: BLE001 - recorded, and tests assert there are none
                 self.errors.append(repr(exc))
 
     def unique_batches(self) -> list[Batch]:
@@ -134,11 +147,12 @@ class CloudCollector:
         self.client.loop_stop()
 
 
-async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.05, message: str = "") -> None:
-    """Wait until ``predicate()`` is true; fails the test with ``message`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(predicate: Any, within: float = 20.0, interval: float = 0.05, message: Any = "") -> None:
+    """Wait until ``predicate()`` is true; fails the test with ``message`` (or ``message()``) after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if predicate():
             return
         await asyncio.sleep(interval)
-    raise AssertionError(message or f"condition not met within {timeout}s")
+    text = message() if callable(message) else message
+    raise AssertionError(text or f"condition not met within {within}s")

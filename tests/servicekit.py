@@ -71,9 +71,14 @@ class Mosquitto:
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "log_type error\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n" + self.extra_config
+            f"log_dest file {self.workdir}/mosquitto.log\n"
+            # Started as root, mosquitto drops to the `mosquitto` user, which cannot write the test's directory.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + self.extra_config
         )
-        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_for_port(self.port)
         except TimeoutError:

@@ -104,7 +104,11 @@ class PipelineRouter:
         if route is None:
             device_type = self._device_type(device_id)
             route = next(
-                (p for p, c in zip(self.pipelines, self._configs, strict=True) if c.match.selects(device_id, device_type)),
+                (
+                    p
+                    for p, c in zip(self.pipelines, self._configs, strict=True)
+                    if c.match.selects(device_id, device_type)
+                ),
                 self._passthrough,
             )
             if len(self._routes) >= MAX_ROUTE_CACHE:

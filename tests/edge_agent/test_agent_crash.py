@@ -20,7 +20,13 @@ PIPELINE = {
     "name": "all",
     "downsample": [
         {"type": "raw", "metrics": ["n"]},
-        {"type": "window", "metrics": ["value"], "width": "60s", "lateness": "1s", "aggregates": ["count", "sum"]},
+        {
+            "type": "window",
+            "metrics": ["value"],
+            "width": "60s",
+            "lateness": "1s",
+            "aggregates": ["count", "sum"],
+        },
     ],
 }
 
@@ -33,7 +39,7 @@ def start_agent(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_until(predicate, timeout: float, message: str) -> None:  # noqa: ANN001
+def wait_until(predicate, timeout: float, message: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -42,10 +48,18 @@ def wait_until(predicate, timeout: float, message: str) -> None:  # noqa: ANN001
     raise AssertionError(message)
 
 
-def test_sigkill_under_load_loses_nothing(tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto) -> None:
+def test_sigkill_under_load_loses_nothing(
+    tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto
+) -> None:
     status_port = free_port()
-    config = agent_config(tmp_path, mosquitto.url, cloud_mosquitto.url, pipelines=[PIPELINE],
-                          http={"port": status_port}, storage={"sync": "full"})
+    config = agent_config(
+        tmp_path,
+        mosquitto.url,
+        cloud_mosquitto.url,
+        pipelines=[PIPELINE],
+        http={"port": status_port},
+        storage={"sync": "full"},
+    )
     config_path = tmp_path / "agent.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
     log = tmp_path / "agent.log"
@@ -79,13 +93,17 @@ def test_sigkill_under_load_loses_nothing(tmp_path: Path, mosquitto: Mosquitto, 
     assert killed.is_set()
     restarted = start_agent(config_path, log)
     try:
-        wait_until(lambda: len({r.metrics["n"] for r in cloud.raw_points()}) >= total, 60,
-                   "points handed to the agent before the kill were lost")
+        wait_until(
+            lambda: len({r.metrics["n"] for r in cloud.raw_points()}) >= total,
+            60,
+            "points handed to the agent before the kill were lost",
+        )
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(30) == 0, log.read_text()[-3000:]
-    wait_until(lambda: sum(a.values["count"] for a in cloud.aggregates()) >= total, 20,
-               "window contents were lost")
+    wait_until(
+        lambda: sum(a.values["count"] for a in cloud.aggregates()) >= total, 20, "window contents were lost"
+    )
     pub.close()
     cloud.close()
 

@@ -20,8 +20,13 @@ WINDOW_PIPELINE = {
     "steps": [{"type": "range", "limits": {"temperature": {"min": -40, "max": 125}}, "action": "drop"}],
     "downsample": [
         {"type": "raw", "metrics": ["door"]},
-        {"type": "window", "metrics": ["*"], "width": "2s", "lateness": "1500ms",
-         "aggregates": ["mean", "min", "max", "count", "sum"]},
+        {
+            "type": "window",
+            "metrics": ["*"],
+            "width": "2s",
+            "lateness": "1500ms",
+            "aggregates": ["mean", "min", "max", "count", "sum"],
+        },
     ],
 }
 
@@ -43,7 +48,11 @@ async def test_aggregates_are_exact(tmp_path: Path, mosquitto: Mosquitto, cloud_
             temperature = round(rng.uniform(15, 30), 3)
             if i % 37 == 0:
                 temperature = 500.0  # out of range: dropped by the range step
-            metrics = {"temperature": temperature, "humidity": round(rng.uniform(30, 60), 2), "door": i % 2 == 0}
+            metrics = {
+                "temperature": temperature,
+                "humidity": round(rng.uniform(30, 60), 2),
+                "door": i % 2 == 0,
+            }
             infos.append(pub.telemetry(device, ts, metrics))
             start = math.floor(ts / 2) * 2
             if temperature <= 125:
@@ -52,9 +61,12 @@ async def test_aggregates_are_exact(tmp_path: Path, mosquitto: Mosquitto, cloud_
             doors.append((device, ts, metrics["door"]))
         pub.wait_all(infos)
         pub.close()
-        await eventually(lambda: len(cloud.aggregates()) >= len(expected), timeout=30,
-                         message=f"aggregates missing: got {len(cloud.aggregates())} of {len(expected)}")
-        await eventually(lambda: len(cloud.raw_points()) >= len(doors), timeout=10)
+        await eventually(
+            lambda: len(cloud.aggregates()) >= len(expected),
+            within=30,
+            message=f"aggregates missing: got {len(cloud.aggregates())} of {len(expected)}",
+        )
+        await eventually(lambda: len(cloud.raw_points()) >= len(doors), within=10)
         assert agent.metrics.step_drops[("range", "above_max")] == 6
     cloud.close()
 
@@ -72,7 +84,8 @@ async def test_aggregates_are_exact(tmp_path: Path, mosquitto: Mosquitto, cloud_
     raw = sorted((r.device_id, r.ts, r.metrics["door"]) for r in cloud.raw_points())
     assert raw == sorted(doors)
     assert not cloud.errors
-    assert cloud.statuses and cloud.statuses[0]["state"] == "online"
+    assert cloud.statuses
+    assert cloud.statuses[0]["state"] == "online"
 
 
 async def test_cloud_outage_loses_and_duplicates_nothing(
@@ -104,8 +117,16 @@ async def test_cloud_outage_loses_and_duplicates_nothing(
         producer = threading.Thread(target=produce)
         producer.start()
         await asyncio.to_thread(producer.join)
-        await eventually(lambda: len({r.metrics["n"] for r in cloud.raw_points()}) == total, timeout=40,
-                         message="points missing at the cloud after the outage")
+        await eventually(
+            lambda: len({r.metrics["n"] for r in cloud.raw_points()}) == total,
+            within=40,
+            message=lambda: (
+                f"points missing at the cloud after the outage: got "
+                f"{len({r.metrics['n'] for r in cloud.raw_points()})}, agent emitted "
+                f"{dict(agent.metrics.records)}, acked {agent.metrics.uplink_records}, outbox "
+                f"{agent.outbox.stats.total_records}, seqs {sorted(b.seq for b in cloud.unique_batches())}"
+            ),
+        )
         pub.close()
         assert agent.metrics.uplink_reconnects >= 1
         assert agent.metrics.uplink_backfill_batches >= 1

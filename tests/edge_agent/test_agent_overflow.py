@@ -19,11 +19,16 @@ PIPELINE = {
 }
 
 
-async def test_disk_cap_during_outage(tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto) -> None:
+async def test_disk_cap_during_outage(
+    tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto
+) -> None:
     cloud = CloudCollector(cloud_mosquitto.port)  # a persistent session: the restarted broker queues for it
     cloud_mosquitto.stop()  # the uplink is down from the start
     config = agent_config(
-        tmp_path, mosquitto.url, cloud_mosquitto.url, pipelines=[PIPELINE],
+        tmp_path,
+        mosquitto.url,
+        cloud_mosquitto.url,
+        pipelines=[PIPELINE],
         storage={"max_bytes": 40_000, "batch_max_bytes": 2048},
     )
     total = 4000
@@ -38,7 +43,9 @@ async def test_disk_cap_during_outage(tmp_path: Path, mosquitto: Mosquitto, clou
         await asyncio.to_thread(pub.wait_all, infos)
         pub.close()
         emitted_raw = total  # one raw record per message (the "n" metric)
-        await eventually(lambda: agent.metrics.records["raw"] == emitted_raw, message="raw records not all emitted")
+        await eventually(
+            lambda: agent.metrics.records["raw"] == emitted_raw, message="raw records not all emitted"
+        )
         await asyncio.sleep(1.5)  # let the last windows close
         await agent.committer.commit()
         stats = agent.outbox.stats
@@ -50,10 +57,16 @@ async def test_disk_cap_during_outage(tmp_path: Path, mosquitto: Mosquitto, clou
         emitted_agg = agent.metrics.records["agg"]
 
         cloud_mosquitto.start()
-        await eventually(lambda: stats.batches == 0 and stats.total_records == 0, timeout=30,
-                         message="outbox did not drain")
-        await eventually(lambda: len(cloud.raw_points()) + dropped_raw == emitted_raw, timeout=10,
-                         message="raw received + raw dropped != raw emitted")
+        await eventually(
+            lambda: stats.batches == 0 and stats.total_records == 0,
+            within=30,
+            message="outbox did not drain",
+        )
+        await eventually(
+            lambda: len(cloud.raw_points()) + dropped_raw == emitted_raw,
+            within=10,
+            message="raw received + raw dropped != raw emitted",
+        )
     cloud.close()
     # Exactly what the counter says is missing, and the newest points survived.
     received = sorted(r.metrics["n"] for r in cloud.raw_points())

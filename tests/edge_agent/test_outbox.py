@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edge_agent.outbox import KIND_CODES, Outbox
 from edge_agent.store import connect
-from fieldline.wire import AggregateRecord, RawRecord, RecordKind, encode_batch, decode_batch, encode_record
+from fieldline.wire import AggregateRecord, RawRecord, RecordKind, decode_batch, encode_batch, encode_record
 
 RAW, AGG = KIND_CODES[RecordKind.RAW], KIND_CODES[RecordKind.AGG]
 
@@ -16,7 +16,11 @@ def raw_row(i: int, created: float = 0.0) -> tuple[int, float, bytes]:
 
 
 def agg_row(i: int, created: float = 0.0) -> tuple[int, float, bytes]:
-    return AGG, created, encode_record(AggregateRecord("dev", "t", 60.0 * i, 60.0, {"mean": 1.0, "count": 60}))
+    return (
+        AGG,
+        created,
+        encode_record(AggregateRecord("dev", "t", 60.0 * i, 60.0, {"mean": 1.0, "count": 60})),
+    )
 
 
 def open_outbox(path: Path, **kwargs: int | float) -> Outbox:

@@ -40,7 +40,11 @@ class FakeIngest:
 
     def __init__(self) -> None:
         self.submissions: list[Submission] = []
+        self.rejected: list[tuple[str | None, str]] = []
         self._changed = asyncio.Condition()
+
+    def reject(self, device_id: str | None, payload: bytes, reason: str, detail: str, *, source: str) -> None:
+        self.rejected.append((device_id, reason))
 
     async def submit(self, device_id: str, payload: bytes, content_format: str | None, *, source: str) -> int:
         if payload.startswith(b"bad"):
@@ -196,6 +200,7 @@ async def test_oversize_blockwise_upload_is_refused_before_decoding(
     assert response.code == Code.REQUEST_ENTITY_TOO_LARGE
     assert response.opt.size1 == MAX_PAYLOAD
     assert ingest.submissions == []
+    assert ingest.rejected == [("dev-1", "too_large")]  # refused data is still quarantined
     assert codes == ["4.13"]
 
 
@@ -241,6 +246,9 @@ async def test_refusals(
     response = await request(client, server, path, **kwargs)
     assert response.code == code
     assert ingest.submissions == []
+    # Refused data (a bad device id, an unknown content-format) is quarantined; wrong paths/methods are not data.
+    expected = {Code.BAD_REQUEST: "bad_device_id", Code.UNSUPPORTED_CONTENT_FORMAT: "bad_content_format"}
+    assert [reason for _, reason in ingest.rejected] == ([expected[code]] if code in expected else [])
 
 
 async def test_ingest_crash_is_5_00_and_the_server_keeps_serving(

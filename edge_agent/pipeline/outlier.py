@@ -1,0 +1,300 @@
+"""The ``outlier`` step: judge each numeric reading against a rolling window of that device's metric.
+
+Two methods:
+
+- ``hampel``: outlier when ``|x - median| > threshold * 1.4826 * MAD`` (MAD: median absolute deviation from
+  the median, so 1.4826 * MAD estimates the standard deviation of normal data). When more than half the
+  window is one value the MAD is 0; the scale then falls back to ``1.2533 * mean absolute deviation`` from the
+  median. The window is kept sorted incrementally (``bisect.insort``/``del``) beside a ring buffer in arrival
+  order, both ``array('d')`` (8 contiguous bytes a value); the median is read off the sorted copy and the MAD
+  found by a binary search in O(log window) steps.
+- ``zscore``: outlier when ``|x - mean| > threshold * stddev`` (population stddev of the window). Mean and
+  variance are updated incrementally for each value in and out (Welford-style) and recomputed exactly every
+  ``window`` updates, so floating-point drift cannot accumulate.
+
+In both, a value also has to deviate by more than ``min_deviation`` to be an outlier (quantised sensors),
+and nothing is judged until the window holds ``min_samples`` values. Outliers do not enter the window, so one
+spike cannot widen the limits for the next. But ``max_consecutive`` outliers in a row mean the level moved (a
+setpoint change, a sensor swapped): that value is accepted, the window restarts from the run of rejected
+values, and a ``level_shift`` flag is emitted. Non-numeric, boolean, NaN and infinite values pass untouched.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, insort
+from collections.abc import Sequence
+from math import isfinite, sqrt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge_agent.pipeline.base import StepContext
+from edge_agent.pipeline.series_state import DeviceTable, add_series
+from edge_agent.pipeline.step_config import MetricGlobList, MetricGlobs, Number
+from fieldline.wire import Point
+
+MAX_WINDOW = 1024
+MAD_TO_STDDEV = 1.4826
+MEAN_AD_TO_STDDEV = 1.2533
+INF = float("inf")
+
+
+class OutlierConfig(BaseModel):
+    """Detect outliers per device and metric with a rolling Hampel filter or z-score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["outlier"]
+    metrics: MetricGlobList = ["*"]
+    method: Literal["hampel", "zscore"] = "hampel"
+    window: int = Field(30, ge=3, le=MAX_WINDOW)
+    threshold: Number = Field(3.0, gt=0)
+    min_samples: int | None = Field(None, ge=3)
+    max_consecutive: int | None = Field(None, ge=2)
+    min_deviation: Number = Field(0.0, ge=0)
+    action: Literal["drop", "flag", "replace"] = "drop"
+
+    @model_validator(mode="after")
+    def _within_window(self) -> OutlierConfig:
+        if self.min_samples is not None and self.min_samples > self.window:
+            raise ValueError(f"min_samples ({self.min_samples}) cannot exceed window ({self.window})")
+        if self.max_consecutive is not None and self.max_consecutive > self.window:
+            raise ValueError(f"max_consecutive ({self.max_consecutive}) cannot exceed window ({self.window})")
+        return self
+
+    @property
+    def effective_min_samples(self) -> int:
+        """``min_samples``, by default half the window (at least 3)."""
+        return self.min_samples if self.min_samples is not None else max(3, self.window // 2)
+
+    @property
+    def effective_max_consecutive(self) -> int:
+        """``max_consecutive``, by default a third of the window (at least 2)."""
+        return self.max_consecutive if self.max_consecutive is not None else max(2, self.window // 3)
+
+    def build(self) -> OutlierStep:
+        return OutlierStep(self)
+
+
+class _Params:
+    """The step's settings, shared by all its windows."""
+
+    __slots__ = ("max_consecutive", "min_deviation", "min_samples", "threshold", "window")
+
+    def __init__(self, config: OutlierConfig) -> None:
+        self.window = config.window
+        self.threshold = config.threshold
+        self.min_samples = config.effective_min_samples
+        self.max_consecutive = config.effective_max_consecutive
+        self.min_deviation = config.min_deviation
+
+
+def median_and_mad(ordered: Sequence[float]) -> tuple[float, float]:
+    """Median and median absolute deviation (MAD) of a sorted, non-empty sequence, in O(log n).
+
+    The ``size`` values closest to the median are contiguous in sorted order; a binary search finds where that
+    run starts (as in "find the k closest elements"), and the run's farther end is the ``size``-th smallest
+    deviation. For an even count the MAD also needs the next deviation: the nearer of the run's neighbours.
+    """
+    n = len(ordered)
+    half = n // 2
+    odd = n & 1
+    median = ordered[half] if odd else (ordered[half - 1] + ordered[half]) / 2
+    size = half + 1 if odd else half
+    lo, hi = 0, n - size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if median - ordered[mid] > ordered[mid + size] - median:
+            lo = mid + 1
+        else:
+            hi = mid
+    deviation = max(median - ordered[lo], ordered[lo + size - 1] - median)
+    if odd:
+        return median, deviation
+    below = median - ordered[lo - 1] if lo > 0 else INF
+    above = ordered[lo + size] - median if lo + size < n else INF
+    return median, (deviation + min(below, above)) / 2
+
+
+class HampelWindow:
+    """The last ``window`` accepted values of one series: a ring in arrival order and a sorted copy."""
+
+    __slots__ = ("center", "limit", "ordered", "params", "pos", "rejected", "ring")
+
+    def __init__(self, params: _Params) -> None:
+        self.params = params
+        self.ring = array("d")
+        self.ordered = array("d")
+        self.pos = 0
+        self.limit = -1.0  # < 0: stale, recomputed before the next judgement
+        self.center = 0.0
+        self.rejected: list[float] | None = None
+
+    def outlier(self, x: float) -> bool:
+        """Whether ``x`` is an outlier (never while the window holds fewer than ``min_samples`` values)."""
+        if self.limit < 0:
+            ordered = self.ordered
+            if len(ordered) < self.params.min_samples:
+                return False
+            median, mad = median_and_mad(ordered)
+            if mad > 0:
+                scale = MAD_TO_STDDEV * mad
+            else:
+                split = bisect_left(ordered, median)
+                mean_abs = sum(ordered[split:]) - sum(ordered[:split]) + median * (2 * split - len(ordered))
+                scale = MEAN_AD_TO_STDDEV * mean_abs / len(ordered)
+            self.center = median
+            self.limit = max(self.params.threshold * scale, self.params.min_deviation)
+        return abs(x - self.center) > self.limit
+
+    def add(self, x: float) -> None:
+        ring = self.ring
+        if len(ring) < self.params.window:
+            ring.append(x)
+        else:
+            pos = self.pos
+            ordered = self.ordered
+            del ordered[bisect_left(ordered, ring[pos])]
+            ring[pos] = x
+            self.pos = (pos + 1) % len(ring)
+        insort(self.ordered, x)
+        self.limit = -1.0
+
+    def restart(self, values: list[float]) -> None:
+        """Replace the window's content with ``values`` (oldest first)."""
+        self.ring = array("d", values)
+        self.ordered = array("d", sorted(values))
+        self.pos = 0
+        self.limit = -1.0
+
+
+class ZScoreWindow:
+    """The last ``window`` accepted values of one series, their running mean and sum of squared deviations."""
+
+    __slots__ = ("mean", "params", "pos", "rejected", "ring", "sq_dev", "updates")
+
+    def __init__(self, params: _Params) -> None:
+        self.params = params
+        self.ring = array("d")
+        self.pos = 0
+        self.mean = 0.0
+        self.sq_dev = 0.0
+        self.updates = 0
+        self.rejected: list[float] | None = None
+
+    @property
+    def center(self) -> float:
+        return self.mean
+
+    def outlier(self, x: float) -> bool:
+        """Whether ``x`` is an outlier (never while the window holds fewer than ``min_samples`` values)."""
+        n = len(self.ring)
+        params = self.params
+        if n < params.min_samples:
+            return False
+        deviation = abs(x - self.mean)
+        stddev = sqrt(max(self.sq_dev, 0.0) / n)
+        return deviation > params.threshold * stddev and deviation > params.min_deviation
+
+    def add(self, x: float) -> None:
+        ring = self.ring
+        mean = self.mean
+        if len(ring) < self.params.window:
+            ring.append(x)
+            delta = x - mean
+            self.mean = mean + delta / len(ring)
+            self.sq_dev += delta * (x - self.mean)
+            return
+        pos = self.pos
+        old = ring[pos]
+        ring[pos] = x
+        self.pos = (pos + 1) % len(ring)
+        self.updates += 1
+        if self.updates >= len(ring):
+            self._recompute()
+        else:
+            self.mean = mean + (x - old) / len(ring)
+            self.sq_dev += (x - old) * (x - self.mean + old - mean)
+
+    def restart(self, values: list[float]) -> None:
+        """Replace the window's content with ``values`` (oldest first)."""
+        self.ring = array("d", values)
+        self.pos = 0
+        self._recompute()
+
+    def _recompute(self) -> None:
+        ring = self.ring
+        mean = sum(ring) / len(ring)
+        self.mean = mean
+        self.sq_dev = sum((v - mean) * (v - mean) for v in ring)
+        self.updates = 0
+
+
+class OutlierStep:
+    """Drop reason: ``outlier`` (actions ``drop`` and ``replace``). Flags: ``outlier`` (action ``flag``),
+    ``level_shift`` (the window restarted after ``max_consecutive`` outliers in a row)."""
+
+    __slots__ = ("_action", "_devices", "_params", "_selects", "_window_type", "name")
+
+    def __init__(self, config: OutlierConfig) -> None:
+        self.name = "outlier"
+        self._selects = MetricGlobs(config.metrics)
+        self._params = _Params(config)
+        self._window_type = HampelWindow if config.method == "hampel" else ZScoreWindow
+        self._action = config.action
+        self._devices: DeviceTable[dict[str, HampelWindow | ZScoreWindow]] = DeviceTable()
+
+    def apply(self, point: Point, ctx: StepContext) -> Point | None:
+        metrics = point.metrics
+        selects = self._selects
+        device_id = point.device_id
+        windows = self._devices.get(device_id)
+        if windows is None:
+            windows = self._devices.add(device_id, {})
+        removed: list[str] | None = None
+        for metric, value in metrics.items():
+            kind = type(value)
+            if kind is float:
+                x: float = value  # type: ignore[assignment]
+            elif kind is int:
+                try:
+                    x = float(value)  # type: ignore[arg-type]
+                except OverflowError:
+                    continue
+            else:
+                continue
+            if not isfinite(x) or not selects(metric):
+                continue
+            window = windows.get(metric)
+            if window is None:
+                window = add_series(windows, metric, self._window_type(self._params))
+            if not window.outlier(x):
+                window.rejected = None
+                window.add(x)
+                continue
+            rejected = window.rejected
+            if rejected is None:
+                rejected = window.rejected = []
+            rejected.append(x)
+            if len(rejected) >= self._params.max_consecutive:
+                window.rejected = None
+                window.restart(rejected)
+                detail = f"{len(rejected)} outliers in a row: window restarted around {x:g}"
+                ctx.flag(device_id, metric, point.ts, "level_shift", detail)
+            elif self._action == "flag":
+                detail = f"{x:g} deviates from {window.center:g} by more than the limit"
+                ctx.flag(device_id, metric, point.ts, "outlier", detail)
+            elif self._action == "replace":
+                metrics[metric] = window.center
+                ctx.drop(self.name, "outlier")
+            else:
+                if removed is None:
+                    removed = [metric]
+                else:
+                    removed.append(metric)
+                ctx.drop(self.name, "outlier")
+        if removed is not None:
+            for metric in removed:
+                del metrics[metric]
+        return point
