@@ -42,6 +42,8 @@ def publish(port: int, count: int, devices: int, start_ts: float) -> None:
         )
         raw_bytes += len(payload)
         last = client.publish(f"devices/dev-{device:04d}/telemetry", payload, 1)
+        if i % 20_000 == 19_999:  # keep message ids (16 bits) from wrapping onto unacknowledged ones
+            last.wait_for_publish(600)
     last.wait_for_publish(600)
     while client._out_messages:  # every PUBACK in
         time.sleep(0.01)

@@ -134,11 +134,30 @@ def agent_run(qos: int, messages: int, devices: int, workdir: Path) -> dict[str,
         path.write_text(yaml.safe_dump(config))
         cmd = [sys.executable, "-m", "fieldline", "edge", "run", "--config", str(path)]
         proc = subprocess.Popen(cmd)
+        profile = os.environ.get("BENCH_PROFILE")  # a directory: py-spy records the measured agent run there
         wait_health(http, lambda h: h["southbound_connected"], 30)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         publish(local, messages, devices, time.time())
         proc = subprocess.Popen(cmd)
+        spy = None
+        if profile:
+            out = Path(profile) / f"agent-q{qos}.txt"
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "-o",
+                    str(out),
+                    "--pid",
+                    str(proc.pid),
+                ]
+            )
         first = wait_health(http, lambda h: h["messages_received"] > 0, 60)
         t0 = time.perf_counter()
         del first

@@ -29,7 +29,7 @@ DEMO_PIPELINE: dict[str, Any] = {
     "match": {"types": ["thermo"], "ids": ["thermo-*"]},
     "steps": [
         {"type": "range", "limits": {"temperature": {"min": -40, "max": 125}}, "action": "drop"},
-        {"type": "outlier", "method": "hampel", "window": 15, "metrics": ["temperature", "humidity"]},
+        {"type": "outlier", "method": "hampel", "window": 30, "threshold": 4, "metrics": ["temperature"]},
         {"type": "stuck", "count": 20, "metrics": ["temperature"]},
     ],
     "downsample": [
@@ -73,10 +73,14 @@ class CloudView:
 
 
 def _render(agent: Any, sim: Any, cloud: CloudView, started: float, broker: str) -> Group:
+    status = f"http://127.0.0.1:{agent.status_server.port}" if agent.status_server else "-"
     m = agent.metrics
     s = agent.outbox.stats
     elapsed = max(1e-9, time.monotonic() - started)
-    counters = Table(title=f"Fieldline demo — broker: {broker} — {elapsed:.0f}s", show_header=True)
+    counters = Table(
+        title=f"Fieldline demo — broker: {broker} — {elapsed:.0f}s — {status}/healthz and /metrics",
+        show_header=True,
+    )
     counters.add_column("stage")
     counters.add_column("counter")
     counters.add_column("value", justify="right")
@@ -131,7 +135,7 @@ async def _demo(devices: int, duration: float | None, data_dir: Path) -> None:
                 "southbound": {"mqtt": {"url": broker.url, "protocol": broker.protocol}},
                 "uplink": {"url": broker.url, "protocol": broker.protocol},
                 "storage": {"path": str(data_dir / "edge-demo-gw.db"), "sync": "normal"},
-                "http": {"port": 9100},
+                "http": {"port": 0},
                 "pipelines": [DEMO_PIPELINE],
             }
         )
@@ -158,7 +162,6 @@ async def _demo(devices: int, duration: float | None, data_dir: Path) -> None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sim_task
         await view.close()
-    print("health and metrics were served at http://127.0.0.1:9100/healthz and /metrics while the demo ran")
 
 
 @app.command()

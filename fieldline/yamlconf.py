@@ -75,14 +75,12 @@ def issues_from_validation(
         # Discriminated unions add the tag as a location element; drop elements that are not in the file.
         loc: PathKey = (*prefix, *err["loc"])
         clean: list[str | int] = []
-        for part in loc:
+        for i, part in enumerate(loc):
             candidate = (*clean, part)
-            if (
-                candidate in positions
-                or isinstance(part, int)
-                or not any(k[: len(candidate)] == candidate for k in positions)
-            ):
-                clean.append(part)
+            following = (*clean, loc[i + 1]) if i + 1 < len(loc) else None
+            if candidate not in positions and not isinstance(part, int) and following in positions:
+                continue  # a discriminated union's tag (``range``) or validator name: not a key in the file
+            clean.append(part)
         pos = _nearest(positions, tuple(clean))
         dotted = ".".join(str(p) for p in clean if p not in ("function-after", "function-before"))
         issues.append(
