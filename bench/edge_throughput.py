@@ -143,28 +143,27 @@ def agent_run(qos: int, messages: int, devices: int, workdir: Path) -> dict[str,
         spy = None
         if profile:
             out = Path(profile) / f"agent-q{qos}.txt"
-            spy = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "250",
-                    "--nonblocking",
-                    "-o",
-                    str(out),
-                    "--pid",
-                    str(proc.pid),
-                ]
-            )
-        first = wait_health(http, lambda h: h["messages_received"] > 0, 60)
+            spy_args = [
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--nonblocking",
+                "-o",
+                str(out),
+                "--pid",
+                str(proc.pid),
+            ]
+            spy = subprocess.Popen(["py-spy", "record", *spy_args])
+        wait_health(http, lambda h: h["messages_received"] > 0, 60)
         t0 = time.perf_counter()
-        del first
         wait_health(http, lambda h: h["messages_committed"] >= messages, 900)
         seconds = time.perf_counter() - t0
         status = Path(f"/proc/{proc.pid}/status").read_text()
         hwm_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         return {
