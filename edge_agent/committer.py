@@ -37,7 +37,7 @@ JOURNAL_PRUNE_EVERY = 5.0
 
 @dataclass(slots=True)
 class _Pending:
-    journal: list[tuple[float, Point]] = field(default_factory=list)
+    journal: list[Point] = field(default_factory=list)
     records: list[tuple[float, Record]] = field(default_factory=list)
     marks: dict[tuple[str, str], float] = field(default_factory=dict)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
@@ -125,8 +125,9 @@ class Committer:
         self._pending.messages += 1
         self._kick.set()
 
-    def journal(self, point: Point, received_at: float) -> None:
-        self._pending.journal.append((received_at, point))
+    def journal(self, point: Point) -> None:
+        """Keep ``point`` in the crash journal (it is held by an open window or a swinging-door segment)."""
+        self._pending.journal.append(point)
         self._kick.set()
 
     def quarantine(self, entry: QuarantineEntry) -> None:
@@ -243,7 +244,7 @@ class Committer:
         dumps = cbor2.dumps
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self.journal_store.append([(r, pt.device_id, pt.ts, dumps(pt.metrics)) for r, pt in p.journal])
+            self.journal_store.append(now, p.journal)
             self.outbox.add(
                 [(KIND_CODES[rec.kind], created, dumps(rec.to_wire())) for created, rec in p.records]
             )

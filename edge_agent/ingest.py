@@ -16,7 +16,7 @@ import orjson
 
 from edge_agent.committer import Committer
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_link import Message, MqttLink
+from edge_agent.mqtt_subscriber import InboundMessage, MqttSubscriber
 from edge_agent.pipeline.pipeline import PipelineRouter
 from edge_agent.quarantine import QuarantineEntry
 from fieldline.errors import PayloadError
@@ -53,30 +53,33 @@ class Ingest:
 
     # ------------------------------------------------------------------ MQTT (synchronous, loop thread)
 
-    def on_mqtt_message(self, message: Message, link: MqttLink) -> None:
+    def on_mqtt_message(self, message: InboundMessage, link: MqttSubscriber) -> None:
         """Handle one PUBLISH from the local broker; QoS 1 messages are acknowledged after the next commit."""
         self.metrics.received["mqtt"] += 1
         self.committer.count_message()
         now = self.clock()
         topic = message.topic
-        parsed = parse_device_topic(topic)
-        if parsed is None:
+        try:
+            self._route(topic, message.payload, now)
+        except Exception as exc:
+            log.exception("message processing failed", extra={"topic": topic})
             self._quarantine(
-                now,
-                "mqtt",
-                topic,
-                None,
-                PayloadError("bad_topic", f"not a device topic: {topic}"),
-                message.payload,
+                now, "mqtt", topic, None, PayloadError("internal_error", repr(exc)), message.payload
             )
-        else:
-            device_id, kind = parsed
-            if kind == "telemetry":
-                self._telemetry(device_id, message.payload, None, now, "mqtt", topic)
-            elif kind == "state":
-                self._state(device_id, message.payload, now, topic)
         if message.qos:
             self.committer.after_commit(lambda: link.ack(message))
+
+    def _route(self, topic: str, payload: bytes, now: float) -> None:
+        parsed = parse_device_topic(topic)
+        if parsed is None:
+            error = PayloadError("bad_topic", f"not a device topic: {topic}")
+            self._quarantine(now, "mqtt", topic, None, error, payload)
+            return
+        device_id, kind = parsed
+        if kind == "telemetry":
+            self._telemetry(device_id, payload, None, now, "mqtt", topic)
+        elif kind == "state":
+            self._state(device_id, payload, now, topic)
 
     # ------------------------------------------------------------------ CoAP (asynchronous)
 
@@ -134,7 +137,7 @@ class Ingest:
         for point in points:
             held = router.process(point, now)
             if held is not None:
-                committer.journal(held, now)
+                committer.journal(held)
         return len(points)
 
     def _state(self, device_id: str, payload: bytes, now: float, topic: str) -> None:

@@ -17,7 +17,7 @@ from edge_agent.config import MqttSouthboundConfig
 from edge_agent.errors import LinkError
 from edge_agent.ingest import Ingest
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_link import Message, MqttLink
+from edge_agent.mqtt_subscriber import InboundMessage, MqttSubscriber
 from fieldline.wire import Topics
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class MqttSouthbound:
         self.client_id = config.client_id or f"fl-agent-{gateway_id}"
         self.ingest = ingest
         self.metrics = metrics
-        self.link: MqttLink | None = None
+        self.link: MqttSubscriber | None = None
         self.connected = asyncio.Event()
         self.last_error: str | None = None
         self._backoff = Backoff(1.0, 30.0)
@@ -74,13 +74,13 @@ class MqttSouthbound:
                 await link.close()
             await asyncio.sleep(self._backoff.next_delay())
 
-    def _new_link(self) -> MqttLink:
+    def _new_link(self) -> MqttSubscriber:
         """A connection whose QoS 1 messages are acknowledged on that same connection, after commit."""
 
-        def on_message(message: Message) -> None:
+        def on_message(message: InboundMessage) -> None:
             self.ingest.on_mqtt_message(message, link)
 
-        link = MqttLink(
+        link = MqttSubscriber(
             self.config.endpoint(),
             client_id=self.client_id,
             clean_start=False,
@@ -88,7 +88,6 @@ class MqttSouthbound:
             keepalive=self.config.keepalive,
             protocol=self.config.protocol,
             receive_maximum=self.config.receive_maximum,
-            manual_ack=True,
             on_message=on_message,
         )
         return link
