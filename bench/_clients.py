@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
 import sys
 import time
 
@@ -28,17 +30,15 @@ def publish(port: int, count: int, devices: int, start_ts: float) -> None:
     client.loop_start()
     raw_bytes = 0
     last = None
+    rng = random.Random(42)
+    base = [rng.uniform(15, 30) for _ in range(devices)]  # each device its own level, plus noise
     for i in range(count):
         device = i % devices
         ts = start_ts + (i // devices)  # every device at 1 Hz of device time
+        temperature = base[device] + 2 * math.sin(ts / 600 + device) + rng.gauss(0, 0.2)
+        humidity = 45 - (temperature - 22) * 1.5 + rng.gauss(0, 0.8)
         payload = orjson.dumps(
-            {
-                "ts": ts,
-                "metrics": {
-                    "temperature": round(20 + (i % 97) * 0.05, 2),
-                    "humidity": round(40 + (i % 13) * 0.3, 1),
-                },
-            }
+            {"ts": ts, "metrics": {"temperature": round(temperature, 2), "humidity": round(humidity, 1)}}
         )
         raw_bytes += len(payload)
         last = client.publish(f"devices/dev-{device:04d}/telemetry", payload, 1)

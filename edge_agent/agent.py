@@ -222,6 +222,8 @@ class Agent:
             "uptime_s": round(self.clock() - self.started_at, 1),
             "messages_received": sum(self.metrics.received.values()),
             "messages_committed": self.metrics.committed,
+            "first_received_at": self.metrics.first_received_at,
+            "last_committed_at": self.metrics.last_committed_at,
             "southbound_connected": bool(self.southbound and self.southbound.connected.is_set()),
             "uplink_connected": bool(self.uplink and self.uplink.connected),
             "uplink_error": self.uplink.last_error if self.uplink else None,

@@ -17,7 +17,7 @@ from fieldline.errors import ConfigError
 app = typer.Typer(help="Run and inspect the gateway agent.", no_args_is_help=True, add_completion=False)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Agent configuration file (agent.yaml).")]
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped
 
 
 def _load(path: Path):
@@ -28,7 +28,7 @@ def _load(path: Path):
     except ConfigError as exc:
         for issue in exc.issues:
             errors.print(f"[red]error[/red] {issue}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
+        raise SystemExit(2) from None
 
 
 @app.command()
@@ -74,7 +74,7 @@ def outbox(
     path = cfg.database_path()
     if not path.exists():
         errors.print(f"no agent database at {path} (has the agent run?)")
-        raise typer.Exit(1)
+        raise SystemExit(1)
     conn = connect(path, readonly=True)
     table = Table(title=f"outbox of {cfg.gateway.id} ({path})")
     for col in (

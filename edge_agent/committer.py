@@ -122,6 +122,8 @@ class Committer:
 
     def count_message(self) -> None:
         """One more device message is covered by the next commit (``messages_committed`` after it)."""
+        if self.metrics.first_received_at is None:
+            self.metrics.first_received_at = self.clock()
         self._pending.messages += 1
         self._kick.set()
 
@@ -208,7 +210,9 @@ class Committer:
             self._restore(pending)
             raise
         self.metrics.observe_commit(time.perf_counter() - started)
-        self.metrics.committed += pending.messages
+        if pending.messages:
+            self.metrics.committed += pending.messages
+            self.metrics.last_committed_at = self.clock()
         self.last_commit_ok = now
         self.last_error = None
         for kind, n in result.dropped.items():

@@ -30,6 +30,8 @@ class AgentMetrics:
     outbox_dropped: Counter[str] = field(default_factory=Counter)  # by kind (overflow)
     coap_responses: Counter[str] = field(default_factory=Counter)  # telemetry requests answered, by code
     committed: int = 0  # device messages whose effects are durable
+    first_received_at: float | None = None  # agent clock at the first device message (throughput figures)
+    last_committed_at: float | None = None  # agent clock at the last commit that covered device messages
     uplink_batches: int = 0
     uplink_records: int = 0
     uplink_bytes: int = 0

@@ -107,4 +107,6 @@ def load_model(model: type[M], path: str | Path, *, text: str | None = None) -> 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(issues_from_validation(exc, filename, positions)) from exc
+        issues = issues_from_validation(exc, filename, positions)
+        issues.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))  # in file order
+        raise ConfigError(issues) from exc
