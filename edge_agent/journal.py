@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-import cbor2
+import orjson
 
 from fieldline.wire import Point
 
@@ -21,9 +21,11 @@ from fieldline.wire import Point
 class Journal:
     """Journal operations on a connection owned by the store thread.
 
-    One row per commit holds every point that commit journaled (a CBOR array of ``[device, ts, metrics]``):
+    One row per commit holds every point that commit journaled (a JSON array of ``[device, ts, metrics]``):
     one INSERT per commit instead of one per point keeps the card's write load and the store thread's time
-    independent of the message rate.
+    independent of the message rate. JSON through orjson, not CBOR: it encodes several times faster, holds the
+    GIL for less time, and round-trips every value a point can carry (finite floats exactly, int64, bool,
+    str, null).
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -38,7 +40,7 @@ class Journal:
         """Journal the points of one commit."""
         if not points:
             return
-        blob = cbor2.dumps([[p.device_id, p.ts, p.metrics] for p in points])
+        blob = orjson.dumps([(p.device_id, p.ts, p.metrics) for p in points])
         self.conn.execute(
             "INSERT INTO journal (received, count, points) VALUES (?, ?, ?)", (received_at, len(points), blob)
         )
@@ -68,5 +70,5 @@ class Journal:
     def replay(self) -> Iterator[Point]:
         """Every journaled point, oldest first."""
         for (blob,) in self.conn.execute("SELECT points FROM journal ORDER BY id"):
-            for device, ts, metrics in cbor2.loads(blob):
+            for device, ts, metrics in orjson.loads(blob):
                 yield Point(device, ts, metrics)
