@@ -31,6 +31,8 @@ class ConfigIssue:
     column: int | None
     path: str
     message: str
+    severity: str = "error"
+    """``error`` makes the file invalid; ``warning`` (an unreachable state) does not."""
 
     def __str__(self) -> str:
         where = self.file
@@ -39,7 +41,8 @@ class ConfigIssue:
             if self.column is not None:
                 where += f":{self.column}"
         field = f" {self.path}:" if self.path else ""
-        return f"{where}:{field} {self.message}"
+        severity = " warning:" if self.severity == "warning" else ""
+        return f"{where}:{severity}{field} {self.message}"
 
 
 class ConfigError(FieldlineError):

@@ -57,7 +57,7 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, dict[PathKey, tuple[int, 
         loader.dispose()
 
 
-def _nearest(positions: dict[PathKey, tuple[int, int]], loc: PathKey) -> tuple[int, int] | None:
+def nearest_position(positions: dict[PathKey, tuple[int, int]], loc: PathKey) -> tuple[int, int] | None:
     """Position of ``loc`` or of its closest ancestor that exists in the file (a missing field has none)."""
     for end in range(len(loc), -1, -1):
         pos = positions.get(tuple(loc[:end]))
@@ -81,16 +81,22 @@ def issues_from_validation(
             if candidate not in positions and not isinstance(part, int) and following in positions:
                 continue  # a discriminated union's tag (``range``) or validator name: not a key in the file
             clean.append(part)
-        pos = _nearest(positions, tuple(clean))
+        pos = nearest_position(positions, tuple(clean))
         dotted = ".".join(str(p) for p in clean if p not in ("function-after", "function-before"))
         issues.append(
-            ConfigIssue(filename, pos[0] if pos else None, pos[1] if pos else None, dotted, err["msg"])
+            ConfigIssue(
+                filename,
+                pos[0] if pos else None,
+                pos[1] if pos else None,
+                dotted,
+                err["msg"].removeprefix("Value error, "),
+            )
         )
     return issues
 
 
-def load_model(model: type[M], path: str | Path, *, text: str | None = None) -> M:
-    """Read ``path`` (or ``text`` named as ``path``) and validate it as ``model``; raises ``ConfigError``."""
+def read_yaml(path: str | Path, *, text: str | None = None) -> tuple[Any, dict[PathKey, tuple[int, int]]]:
+    """Read and parse ``path`` (or ``text`` named as ``path``); raises ``ConfigError``."""
     filename = str(path)
     if text is None:
         try:
@@ -101,12 +107,20 @@ def load_model(model: type[M], path: str | Path, *, text: str | None = None) -> 
             ) from exc
         except UnicodeDecodeError as exc:
             raise ConfigError([ConfigIssue(filename, None, None, "", f"not UTF-8 text: {exc}")]) from exc
-    data, positions = parse_yaml(text, filename)
-    if data is None:
-        data = {}
+    return parse_yaml(text, filename)
+
+
+def validate_data(model: type[M], data: Any, filename: str, positions: dict[PathKey, tuple[int, int]]) -> M:
+    """Validate parsed YAML as ``model``; raises ``ConfigError`` with every issue, in file order."""
     try:
-        return model.model_validate(data)
+        return model.model_validate({} if data is None else data)
     except ValidationError as exc:
         issues = issues_from_validation(exc, filename, positions)
         issues.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))  # in file order
         raise ConfigError(issues) from exc
+
+
+def load_model(model: type[M], path: str | Path, *, text: str | None = None) -> M:
+    """Read ``path`` (or ``text`` named as ``path``) and validate it as ``model``; raises ``ConfigError``."""
+    data, positions = read_yaml(path, text=text)
+    return validate_data(model, data, str(path), positions)

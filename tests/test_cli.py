@@ -22,6 +22,18 @@ def test_help_lists_every_subcommand() -> None:
         assert name in result.stdout
 
 
+def test_subcommand_help_and_version() -> None:
+    """Subcommands are typer apps inside the lazy group: their help, exits and usage errors pass through it."""
+    for name in ("edge", "workflow"):
+        result = fieldline(name, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Usage: fieldline " + name in result.stdout
+    assert fieldline("workflow", "validate").returncode == 2  # missing argument: a usage error
+    version = fieldline("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("fieldline, version ")
+
+
 def test_parts_not_built_yet_say_so() -> None:
     result = fieldline("cloud", "serve")
     assert result.returncode == 1

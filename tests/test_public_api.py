@@ -7,6 +7,7 @@ import sys
 
 import edge_agent
 import fieldline
+import workflows
 
 
 def test_fieldline_exports() -> None:
@@ -26,6 +27,20 @@ def test_edge_agent_exports() -> None:
     ]  # fmt: skip
     for name in edge_agent.__all__:
         assert hasattr(edge_agent, name), name
+
+
+def test_workflows_exports() -> None:
+    assert sorted(workflows.__all__) == [
+        "ALERT", "ALERT_CLEARED", "ActionContext", "ActionError", "ActionRegistry", "Clock", "Condition",
+        "DefinitionError", "Engine", "EngineNotRunning", "EvaluationError", "Event", "ExpressionError",
+        "FakeClock", "HistoryEntry", "Host", "Instance", "InstanceNotFound", "InstanceStateError",
+        "InstanceStore", "InstanceView", "LoadedRules", "LoadedWorkflow", "LogNotifier", "MemoryStore",
+        "Notifier", "RuleEngine", "SQLiteStore", "Status", "StoreError", "SystemClock", "Template",
+        "VariableError", "VersionConflict", "WebhookNotifier", "WorkflowError", "WorkflowNotFound",
+        "load_rules", "load_workflow",
+    ]  # fmt: skip
+    for name in workflows.__all__:
+        assert hasattr(workflows, name), name
 
 
 def test_edge_agent_imports_nothing_from_the_cloud() -> None:
