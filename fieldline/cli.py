@@ -20,12 +20,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "edge": ("edge_agent.cli", "Run and inspect the gateway agent."),
     "demo": ("fieldline.demo", "Run a local broker, an agent and simulated devices with live counters."),
     "workflow": ("workflows.cli", "Validate, dry-run and draw workflows and rules."),
+    "cloud": ("cloud_core.cli", "Run and administer the cloud core (REST API, registry, ingest)."),
 }
 # The extra that installs what a subcommand needs (`dev` when it is not listed).
-EXTRAS = {"edge": "edge", "workflow": "workflows"}
+EXTRAS = {"edge": "edge", "workflow": "workflows", "cloud": "cloud"}
 # Parts of the product that are not built yet say so instead of failing with an import error.
 NOT_YET = {
-    "cloud": "the cloud core (issue 4)",
     "sim": "the fleet simulator (issue 6)",
     "certs": "the PKI tooling (issue 5)",
 }

@@ -14,7 +14,7 @@ import textwrap
 import threading
 from pathlib import Path
 
-from workflows import Engine, FakeClock, SQLiteStore, Status, load_workflow
+from workflows import Engine, FakeClock, RuleEngine, SQLiteStore, Status, load_rules, load_workflow
 from workflows.dryrun import RecordingHost
 
 T0 = 1_800_000_000.0
@@ -48,12 +48,22 @@ states:
   done: {type: succeed}
 """
 
+RULES = """
+rules:
+  - id: hot
+    when: {telemetry: temperature, condition: "value > 80"}
+    for: 10m
+    severity: critical
+    actions:
+      - {type: command, name: cooling, params: {mode: max}}
+"""
+
 # The child process: starts three instances, brings them to three different points, reports, then hangs in a
 # command that never returns until it is killed.
 CHILD = textwrap.dedent(
     """
     import asyncio, json, sys
-    from workflows import Engine, Event, FakeClock, SQLiteStore, load_workflow
+    from workflows import Engine, Event, FakeClock, RuleEngine, SQLiteStore, load_rules, load_workflow
 
     class Host:
         async def send_command(self, device_id, name, params, *, command_id, await_ack, ack_timeout):
@@ -63,10 +73,13 @@ CHILD = textwrap.dedent(
         async def publish(self, *args, **kwargs): pass
         async def emit(self, event): pass
 
-    async def main(db, workflow_file, t0):
+    async def main(db, workflow_file, rules_file, t0):
         clock = FakeClock(t0)
         ids = iter(["napping", "waiting", "acting"])
-        async with Engine(store=SQLiteStore(db), host=Host(), clock=clock, ids=lambda: next(ids)) as engine:
+        store = SQLiteStore(db)
+        async with Engine(store=store, host=Host(), clock=clock, ids=lambda: next(ids)) as engine:
+            rules = RuleEngine(load_rules(rules_file), clock=clock, store=store, host=Host(), control=engine)
+            await rules.__aenter__()
             await engine.deploy(load_workflow(workflow_file))
             for device in ("d1", "d2", "d3"):
                 await engine.start("durable", {"device_id": device})
@@ -76,10 +89,12 @@ CHILD = textwrap.dedent(
             await clock.settle()
             await engine.signal("waiting", Event("approved", {"device": "someone else"}))  # buffered, no match
             await clock.settle()
+            await rules.handle(Event("telemetry", {"temperature": 91.5}, device_id="boiler-1", ts=clock.now()))
+            await rules.flush()  # the pending `for` (deadline now + 10 min) is durable
             print(json.dumps({"ready": clock.now()}), flush=True)
             await asyncio.Event().wait()
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])))
     """
 )
 
@@ -89,9 +104,11 @@ def _run_child(tmp_path: Path) -> tuple[list[str], float]:
     script.write_text(CHILD)
     workflow_file = tmp_path / "durable.yaml"
     workflow_file.write_text(WORKFLOW)
+    rules_file = tmp_path / "hot.rules.yaml"
+    rules_file.write_text(RULES)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "wf.db"), str(workflow_file), str(T0)],
+        [sys.executable, str(script), str(tmp_path / "wf.db"), str(workflow_file), str(rules_file), str(T0)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -121,15 +138,22 @@ async def test_kill_minus_9_then_restart_resumes_everything(tmp_path: Path) -> N
     commands_before, killed_at = _run_child(tmp_path)
     assert commands_before == ["acting:act:0:0"]
 
-    # The process was down for 10 minutes of workflow time.
-    clock = FakeClock(killed_at + 600)
+    # The process was down for 2 minutes of workflow time.
+    clock = FakeClock(killed_at + 120)
     host = RecordingHost()
-    async with Engine(store=SQLiteStore(tmp_path / "wf.db"), host=host, clock=clock) as engine:
+    store = SQLiteStore(tmp_path / "wf.db")
+    async with (
+        Engine(store=store, host=host, clock=clock) as engine,
+        RuleEngine(
+            load_rules(tmp_path / "hot.rules.yaml"), clock=clock, store=store, host=host, control=engine
+        ),
+    ):
         await clock.settle()
         await engine.idle()
 
         # The interrupted task ran again, with the same idempotency key (same attempt), and went on.
         assert [c["id"] for c in host.commands] == ["acting:act:0:0"]
+        host.commands.clear()
         acting = await engine.get("acting")
         assert acting.instance.status is Status.SUCCEEDED
 
@@ -142,6 +166,16 @@ async def test_kill_minus_9_then_restart_resumes_everything(tmp_path: Path) -> N
         original_deadline = T0 + 3600 + 2 * 3600
         assert waiting.instance.wait is not None
         assert waiting.instance.wait.deadline == original_deadline
+
+        # The rule's pending `for` fires 10 minutes after the reading that started it, not after the restart.
+        for_deadline = killed_at + 600
+        await clock.advance_to(for_deadline - 1)
+        assert not [e for e in host.emitted if e.type == "alert"]
+        await clock.advance_to(for_deadline)
+        await clock.settle()
+        alerts = [e for e in host.emitted if e.type == "alert"]
+        assert [(a.device_id, a.ts) for a in alerts] == [("boiler-1", for_deadline)]
+        assert [c["device"] for c in host.commands] == ["boiler-1"]
 
         # A matching approval still works after the restart...
         from workflows import Event
