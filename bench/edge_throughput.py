@@ -1,6 +1,7 @@
 """Edge agent throughput, memory and uplink compression, against bare MQTT subscribers measured in the same run.
 
     python bench/edge_throughput.py [--messages 200000] [--devices 1000] [--out bench/results/edge_throughput.json]
+                                    [--rules bench/edge_rules.rules.yaml]
 
 Method (every figure is measured in this run, on this machine):
 1. Ceiling: for paho-mqtt, aiomqtt and gmqtt, at QoS 0 and QoS 1, a bare subscriber that only counts drains a
@@ -8,7 +9,8 @@ Method (every figure is measured in this run, on this machine):
    measures the receive path alone, without a publisher competing for the same two cores.
 2. Agent: `fieldline edge run` (range + Hampel outlier + 60 s windows, durable outbox with sync=full) drains the
    same backlog; the rate counts from the first message received to the last message committed to SQLite.
-   Its peak RSS (VmHWM) is read from /proc.
+   Its peak RSS (VmHWM) is read from /proc. With --rules, the agent also runs that rules file (`automation:`),
+   and the automation's counters (events handed to the rules, events dropped, firings) are reported.
 3. Compression: an in-process agent with a fast-forwarded clock takes 1 Hz data from 1,000 devices for 120 s of
    device time, closes its 60 s windows, and sends the aggregates up; uplink payload bytes are compared with the
    raw device payload bytes.
@@ -126,7 +128,7 @@ def wait_health(port: int, predicate: Any, timeout: float) -> dict[str, Any]:
     raise TimeoutError("agent health condition not reached")
 
 
-def agent_run(qos: int, messages: int, devices: int, workdir: Path) -> dict[str, Any]:
+def agent_run(qos: int, messages: int, devices: int, workdir: Path, rules: Path | None) -> dict[str, Any]:
     with mosquitto(workdir) as local, mosquitto(workdir) as cloud:
         http = free_port()
         config = {
@@ -139,6 +141,8 @@ def agent_run(qos: int, messages: int, devices: int, workdir: Path) -> dict[str,
             "pipelines": [PIPELINE],
             "logging": {"level": "warning"},
         }
+        if rules is not None:
+            config["automation"] = {"rules": [str(rules.resolve())], "strict": True}
         path = workdir / f"agent-q{qos}.yaml"
         path.write_text(yaml.safe_dump(config))
         cmd = [sys.executable, "-m", "fieldline", "edge", "run", "--config", str(path)]
@@ -181,6 +185,10 @@ def agent_run(qos: int, messages: int, devices: int, workdir: Path) -> dict[str,
                     "fieldline_edge_quarantined_total",
                     "fieldline_edge_step_drops",
                     "fieldline_edge_records_emitted",
+                    "fieldline_edge_automation_events",
+                    "fieldline_edge_automation_dropped",
+                    "fieldline_edge_rules_evaluations",
+                    "fieldline_edge_rules_firings",
                 )
             )
         }
@@ -276,6 +284,7 @@ def main() -> None:
     parser.add_argument("--qos", default="0,1", help="QoS levels to measure, e.g. 1")
     parser.add_argument("--skip-ratio", action="store_true", help="skip the compression measurement")
     parser.add_argument("--only-ratio", action="store_true", help="measure compression only")
+    parser.add_argument("--rules", type=Path, help="a rules file the measured agent runs (automation)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     result: dict[str, Any] = {
@@ -286,6 +295,7 @@ def main() -> None:
         },
         "messages": args.messages,
         "devices": args.devices,
+        "rules": str(args.rules) if args.rules else None,
     }
     with tempfile.TemporaryDirectory(prefix="fieldline-bench-") as tmp:
         workdir = Path(tmp)
@@ -293,7 +303,7 @@ def main() -> None:
             baselines = {
                 c: bare(c, qos, args.messages, args.devices, workdir) for c in args.clients.split(",")
             }
-            agent = agent_run(qos, args.messages, args.devices, workdir)
+            agent = agent_run(qos, args.messages, args.devices, workdir, args.rules)
             fastest = max(baselines.values(), key=lambda b: b["rate"])
             result[f"qos{qos}"] = {
                 "bare": {c: round(b["rate"]) for c, b in baselines.items()},

@@ -4,15 +4,16 @@ shutdown (uvicorn stops accepting requests first, then the parts flush what they
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cloud_core import problems
 from cloud_core.api.routes import ROUTERS
+from cloud_core.audit import AuditMiddleware
+from cloud_core.observe import ObserveMiddleware
 from cloud_core.services import open_services
 from cloud_core.settings import CloudSettings
 
@@ -42,18 +43,9 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        services = getattr(request.app.state, "services", None)
-        if services is not None:
-            elapsed = time.perf_counter() - started
-            services.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-            services.metrics.latency.labels(request.method, template).observe(elapsed)
-        return response
+    app.add_middleware(AuditMiddleware)
+
+    app.add_middleware(ObserveMiddleware)
 
     for router in ROUTERS:
         app.include_router(router)

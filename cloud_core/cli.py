@@ -1,17 +1,22 @@
-"""``fieldline cloud``: serve the API, bootstrap keys."""
+"""``fieldline cloud``: serve the API; create, list and revoke API keys (the first admin key comes from
+``create-key --role admin``, run against the service's database)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.table import Table
 
-from cloud_core.auth import Role, create_key
+from cloud_core.audit import record_command
+from cloud_core.auth import Role, create_key, list_keys, revoke_key
 from cloud_core.db import Database
+from cloud_core.schemas.timestamps import as_utc
 from cloud_core.settings import CloudSettings, load_settings
 from fieldline.errors import ConfigError
 from fieldline.logs import setup_logging
@@ -51,6 +56,7 @@ def serve(
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
         log_config=None,
+        access_log=False,  # the app logs one structured line per request
         timeout_graceful_shutdown=int(settings.api.shutdown_grace),
     )
 
@@ -72,8 +78,59 @@ def create_key_command(
     async def run() -> str:
         async with Database(settings.database_url) as database:
             key = await create_key(database, parsed, name=name, created_by="cli")
+            await record_command(database, "create-key", key.id, 201, role=parsed.label)
         return key.token
 
     token = asyncio.run(run())
     err.print(f"created {parsed.label} key; store it now, it is not shown again:")
     typer.echo(token)
+
+
+@app.command("list-keys")
+def list_keys_command(config: ConfigOption = None) -> None:
+    """List the API keys, newest first (never their secrets); tab-separated when piped."""
+    settings = _settings(config)
+
+    async def run() -> list[tuple[str, ...]]:
+        async with Database(settings.database_url) as database, database.session() as session:
+            return [
+                (
+                    k.id,
+                    k.role,
+                    k.name,
+                    k.created_by or "",
+                    as_utc(k.created_at).strftime("%Y-%m-%d %H:%M"),
+                    as_utc(k.revoked_at).strftime("%Y-%m-%d %H:%M") if k.revoked_at else "",
+                )
+                for k in await list_keys(session)
+            ]
+
+    rows = asyncio.run(run())
+    if not sys.stdout.isatty():  # piped: one tab-separated line per key, for scripts
+        for row in rows:
+            typer.echo("\t".join(row))
+        return
+    table = Table("id", "role", "name", "created by", "created (UTC)", "revoked (UTC)")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command("revoke-key")
+def revoke_key_command(
+    key_id: Annotated[str, typer.Argument(help="the key's id (fl_<id>_...)")], config: ConfigOption = None
+) -> None:
+    """Revoke an API key. Running services stop accepting it within 5 s (their credential cache)."""
+    settings = _settings(config)
+
+    async def run() -> bool:
+        async with Database(settings.database_url) as database:
+            if await revoke_key(database, key_id) is None:
+                return False
+            await record_command(database, "revoke-key", key_id, 200)
+            return True
+
+    if not asyncio.run(run()):
+        err.print(f"error: no API key {key_id!r}", markup=False)
+        raise SystemExit(1)
+    err.print(f"revoked {key_id}", markup=False)

@@ -2,11 +2,13 @@
 
 Routes raise ``Problem`` (or a subclass); FastAPI's own HTTP and validation errors are translated by the same
 handlers, so every error response has ``type``, ``title``, ``status`` and ``detail`` (validation errors add
-``errors`` with each field's location and message).
+``errors`` with each field's location and message). ``install`` also makes the OpenAPI document say so
+(``document``): each operation's errors are problem details, so a schemathesis run can check every response.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -112,3 +114,88 @@ def install(app: FastAPI) -> None:
         return problem_response(
             Problem(500, "Internal error", "the server failed; the error is logged", type="internal"), request
         )
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "title": "Problem",
+        "description": "RFC 9457 problem details",
+        "type": "object",
+        "required": ["type", "title", "status"],
+        "properties": {
+            "type": {"type": "string", "description": "about:blank or urn:fieldline:problem:<slug>"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string", "description": "the request path"},
+        },
+    },
+    "ValidationProblem": {
+        "title": "ValidationProblem",
+        "allOf": [_PROBLEM],
+        "type": "object",
+        "properties": {
+            "errors": {
+                "description": "each field that failed validation (absent when the request as a whole is refused)",
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["loc", "msg", "type"],
+                    "properties": {
+                        "loc": {
+                            "type": "array",
+                            "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                        },
+                        "msg": {"type": "string"},
+                        "type": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
+}
+
+
+def _problem_response(description: str, schema: dict[str, Any] = _PROBLEM) -> dict[str, Any]:
+    return {"description": description, "content": {MEDIA_TYPE: {"schema": schema}}}
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what the handlers above do: every error of every operation is problem
+    details (``default``), 422 carries the field errors, and operations that take credentials answer 401 (with
+    ``WWW-Authenticate``) and 403."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.update(copy.deepcopy(_SCHEMAS))
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for code, response in responses.items():
+                if code[:1] in "45":
+                    declared = response.get("content", {}).get(MEDIA_TYPE)
+                    response["content"] = {MEDIA_TYPE: declared or {"schema": _PROBLEM}}
+            if "422" in responses:
+                responses["422"] = _problem_response(
+                    "Invalid request", {"$ref": "#/components/schemas/ValidationProblem"}
+                )
+            if operation.get("security"):
+                responses.setdefault(
+                    "401", _problem_response("Missing, unknown, revoked or expired credentials")
+                )
+                responses["401"]["headers"] = {
+                    "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}
+                }
+                responses.setdefault("403", _problem_response("The principal's role does not allow this"))
+            responses.setdefault("default", _problem_response("Problem details (RFC 9457)"))
+    return schema

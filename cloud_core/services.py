@@ -12,11 +12,16 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloud_core.audit import AuditLog
 from cloud_core.auth import Authenticator
 from cloud_core.bus import EventBus
+from cloud_core.commands import CommandRouter
 from cloud_core.db import Database
+from cloud_core.ingest import Ingest
 from cloud_core.metrics import CloudMetrics
+from cloud_core.point_reads import PointReader
 from cloud_core.settings import CloudSettings
+from cloud_core.tsdb import open_timeseries
 
 
 @dataclass
@@ -42,4 +47,15 @@ async def open_services(settings: CloudSettings) -> AsyncIterator[Services]:
         )
         bus = EventBus()
         services = Services(settings, database, bus, Authenticator(database, settings.auth), CloudMetrics())
+        services.parts["audit"] = AuditLog(database, services.metrics)
+        services.parts["point_reads"] = await stack.enter_async_context(PointReader(database))
+        services.parts["tsdb"] = tsdb = await stack.enter_async_context(open_timeseries(settings))
+        services.metrics.register_source("tsdb", tsdb.stats)
+        services.parts["commands"] = await stack.enter_async_context(
+            CommandRouter(settings, database, bus, services.metrics)
+        )
+        if settings.broker.host is not None:
+            services.parts["ingest"] = await stack.enter_async_context(
+                Ingest(settings, database, bus, services.metrics, tsdb)
+            )
         yield services

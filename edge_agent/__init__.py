@@ -1,4 +1,5 @@
-"""The Fieldline edge agent: southbound MQTT/CoAP, cleaning and downsampling pipeline, durable store-and-forward.
+"""The Fieldline edge agent: southbound MQTT/CoAP, cleaning and downsampling pipeline, local rules and workflows,
+durable store-and-forward.
 
 The public surface is what this module exports; everything else is internal and may change.
 """

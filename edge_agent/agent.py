@@ -1,10 +1,11 @@
 """The edge agent: wires southbound transports, pipelines, store, committer and uplink into one process.
 
 ``async with Agent(config) as agent:`` opens the store, replays the crash journal into the pipelines, and
-starts one task per job (committer, window timer, uplink, MQTT southbound) plus the CoAP and status servers.
-Leaving the block shuts down in the order that loses nothing: stop accepting input, flush open windows (as
-partial aggregates), commit with every loose record sealed, let the uplink drain briefly, publish the offline
-status, close the store.
+starts one task per job (committer, window timer, uplink, MQTT southbound) plus the CoAP and status servers and,
+when configured, the local rules and workflows (``Automation``). Leaving the block shuts down in the order that
+loses nothing: stop accepting input, let the automation finish what it queued, flush open windows (as partial
+aggregates), commit with every loose record sealed, let the uplink drain briefly, publish the offline status,
+close the store.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.coap_poller import CoapPoller
 from edge_agent.committer import Committer
@@ -31,6 +32,10 @@ from edge_agent.southbound_coap import CoapServer
 from edge_agent.southbound_mqtt import MqttSouthbound
 from edge_agent.store import StoreThread, connect
 from edge_agent.uplink import Uplink
+
+if TYPE_CHECKING:
+    from edge_agent.automation import Automation
+    from edge_agent.automation_files import AutomationFiles
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +61,13 @@ class Agent:
         self.coap: CoapServer | None = None
         self.coap_poller: CoapPoller | None = None
         self.status_server: StatusServer | None = None
+        self.automation: Automation | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Agent:
         cfg = self.config
+        automation_files = self._automation_files()
         path = cfg.database_path()
         self.thread = StoreThread(path)
         self.conn = await self.thread.run(connect, path, cfg.storage.sync)
@@ -93,7 +100,19 @@ class Agent:
         )
         self._register_gauges()
         self.committer.start()
+        try:
+            await self._start(automation_files)
+        except BaseException:
+            await self.shutdown()
+            raise
+        log.info("agent started", extra={"gateway": cfg.gateway.id, "database": str(path)})
+        return self
+
+    async def _start(self, automation_files: AutomationFiles | None) -> None:
+        cfg = self.config
         self._spawn(self._window_timer(), "window-timer")
+        if automation_files is not None:
+            await self._start_automation(automation_files)
         if cfg.uplink.enabled:
             self.uplink = Uplink(
                 cfg.uplink,
@@ -121,18 +140,17 @@ class Agent:
             self.status_server = await self._stack.enter_async_context(
                 StatusServer(cfg.http.bind, cfg.http.port, self.health, self.registry)
             )
-        log.info("agent started", extra={"gateway": cfg.gateway.id, "database": str(path)})
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop input, flush windows, commit everything, drain the uplink briefly, go offline, close the store."""
+        """Stop input, stop the automation, flush windows, commit everything, drain the uplink briefly, go offline,
+        close the store."""
         log.info("agent stopping", extra={"gateway": self.config.gateway.id})
         if self.southbound is not None:
             await self.southbound.close()
-        await self._stack.aclose()  # CoAP and status servers
+        await self._stack.aclose()  # status and CoAP servers, then the automation
         uplink_task = next((t for t in self._tasks if t.get_name() == "uplink"), None)
         for task in self._tasks:
             if task is not uplink_task:
@@ -163,6 +181,36 @@ class Agent:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    # ------------------------------------------------------------------ automation
+
+    def _automation_files(self) -> AutomationFiles | None:
+        """Load the configured rules and workflows before anything opens; strict mode refuses bad files here."""
+        if not self.config.automation.configured:
+            return None
+        # Imported here: an agent without automation does not load the engine (Jinja2, httpx, croniter).
+        from edge_agent.automation_files import load_automation
+        from workflows import DefinitionError
+
+        files = load_automation(self.config.automation)
+        if self.config.automation.strict and files.disabled:
+            raise DefinitionError(files.problems)
+        return files
+
+    async def _start_automation(self, files: AutomationFiles) -> None:
+        from edge_agent.automation import Automation
+
+        self.automation = automation = await self._stack.enter_async_context(
+            Automation(self.config, files, self.committer, self.ingest.device_types, clock=self.clock)
+        )
+        self.metrics.collectors.append(automation.collect)
+        self.router.set_tap(automation.feed.point)
+        self.ingest.feed = automation.feed
+        self._stack.callback(self._detach_automation)  # runs before the automation stops (last in, first out)
+
+    def _detach_automation(self) -> None:
+        self.router.set_tap(None)
+        self.ingest.feed = None
 
     # ------------------------------------------------------------------ internals
 
@@ -228,6 +276,7 @@ class Agent:
             "uplink_connected": bool(self.uplink and self.uplink.connected),
             "uplink_error": self.uplink.last_error if self.uplink else None,
             "coap_sources": [vars(s) for s in self.coap_poller.status] if self.coap_poller else [],
+            "automation": self.automation.health() if self.automation is not None else None,
             **c.describe(),
         }
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fieldline.errors import ConfigError
+from fieldline.errors import ConfigError, ConfigIssue
 
 app = typer.Typer(help="Run and inspect the gateway agent.", no_args_is_help=True, add_completion=False)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Agent configuration file (agent.yaml).")]
@@ -26,22 +26,42 @@ def _load(path: Path):
     try:
         return load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            errors.print(f"[red]error[/red] {issue}", highlight=False, markup=True)
+        _print_issues(exc.issues, "[red]error[/red]")
         raise SystemExit(2) from None
+
+
+def _print_issues(issues: list[ConfigIssue], label: str) -> None:
+    for issue in issues:
+        errors.print(f"{label} {issue}", highlight=False, markup=True)
 
 
 @app.command()
 def check(config: ConfigOption) -> None:
-    """Validate the configuration without running; every error names file, line and field."""
+    """Validate the configuration and its rules and workflows without running; every problem names file, line
+    and field. Exits 2 when the agent would refuse to start (with ``automation.strict``, a bad automation file)."""
     cfg = _load(config)
     from edge_agent.pipeline.base import ListSink
     from edge_agent.pipeline.pipeline import PipelineRouter
 
     PipelineRouter(cfg.pipelines, ListSink(), lambda *a: None, lambda _d: None)  # builds every step
+    summary = ""
+    if cfg.automation.configured:
+        from edge_agent.automation_files import load_automation
+
+        files = load_automation(cfg.automation)
+        strict = cfg.automation.strict
+        _print_issues(files.warnings, "[yellow]warning[/yellow]")
+        _print_issues(files.problems, "[red]error[/red]" if strict else "[yellow]disabled[/yellow]")
+        if strict and files.disabled:
+            raise SystemExit(2)
+        rules = sum(len(r.rules) for r in files.rules)
+        summary = f", {len(files.workflows)} workflow(s), {rules} rule(s)"
+        if files.disabled:
+            summary += f", {len(files.disabled)} automation file(s) disabled"
     console.print(
         f"[green]ok[/green] {config}: gateway {cfg.gateway.id}, {len(cfg.pipelines)} pipeline(s), "
-        f"uplink {cfg.uplink.url if cfg.uplink.enabled else 'disabled'}"
+        f"uplink {cfg.uplink.url if cfg.uplink.enabled else 'disabled'}{summary}",
+        soft_wrap=True,
     )
 
 
@@ -58,7 +78,11 @@ def run(config: ConfigOption) -> None:
         async with Agent(cfg) as agent:
             await agent.run_until_signal()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:  # automation.strict: a rules or workflow file failed to load or deploy
+        _print_issues(exc.issues, "[red]error[/red]")
+        raise SystemExit(2) from None
 
 
 @app.command()

@@ -160,6 +160,53 @@ class DeviceConfig(_Model):
     type: str | None = None
 
 
+class WebhookConfig(_Model):
+    """The ``webhook`` notification channel: alerts POSTed as JSON to ``url``."""
+
+    url: str
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http://host/path or https://host/path")
+        return value
+
+
+class NotifiersConfig(_Model):
+    webhook: WebhookConfig | None = None
+
+
+class AutomationConfig(_Model):
+    """Local event rules and workflows (docs/edge-agent.md#automation).
+
+    ``workflows`` and ``rules`` list files or directories (a directory contributes its own ``*.yaml`` workflow
+    files, or ``*.rules.yaml`` rules files, not those of its subdirectories). With ``strict`` a file that fails
+    to load stops the agent from starting; without it that file is disabled and reported.
+    """
+
+    workflows: list[Path] = []
+    rules: list[Path] = []
+    notifiers: NotifiersConfig = NotifiersConfig()
+    command_ack_timeout: Duration = 30.0
+    strict: bool = False
+    queue_size: int = Field(10_000, ge=1, le=1_000_000)
+
+    @field_validator("command_ack_timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("command_ack_timeout must be longer than zero")
+        return value
+
+    @property
+    def configured(self) -> bool:
+        """True when there is something to run."""
+        return bool(self.workflows or self.rules)
+
+
 class AgentConfig(_Model):
     gateway: GatewayConfig
     southbound: SouthboundConfig = SouthboundConfig()
@@ -170,6 +217,7 @@ class AgentConfig(_Model):
     storage: StorageConfig = StorageConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
+    automation: AutomationConfig = AutomationConfig()
 
     @model_validator(mode="after")
     def _unique_pipelines(self) -> AgentConfig:
@@ -183,6 +231,11 @@ class AgentConfig(_Model):
         if self.storage.path is not None:
             return self.storage.path
         return Path(os.environ.get("FIELDLINE_DATA_DIR", ".fieldline")) / f"edge-{self.gateway.id}.db"
+
+    def workflows_database_path(self) -> Path:
+        """The workflow engine's file, beside the agent's (``edge-gw-1.db`` → ``edge-gw-1.workflows.db``)."""
+        path = self.database_path()
+        return path.with_name(f"{path.stem}.workflows.db")
 
 
 def load_config(path: str | Path) -> AgentConfig:

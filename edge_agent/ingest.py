@@ -2,7 +2,8 @@
 
 MQTT messages arrive synchronously from the local-broker link; CoAP requests call ``submit`` and wait for
 durability before answering. A payload that fails decoding is quarantined with its reason and never stops the
-flow; device state messages become state records and teach the router device types.
+flow; device state messages become state records and teach the router device types. With automation configured,
+``feed`` receives every change of a device's state (the pipelines' tap receives the cleaned points).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +23,9 @@ from edge_agent.quarantine import QuarantineEntry
 from fieldline.errors import PayloadError
 from fieldline.payloads import decode_telemetry
 from fieldline.wire import StateRecord, parse_device_topic, valid_id
+
+if TYPE_CHECKING:
+    from edge_agent.automation_feed import AutomationFeed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ class Ingest:
         self.max_future_skew = max_future_skew
         self.clock = clock
         self.device_states: dict[str, str] = {}
+        self.feed: AutomationFeed | None = None
 
     # ------------------------------------------------------------------ MQTT (synchronous, loop thread)
 
@@ -151,9 +156,12 @@ class Ingest:
         if isinstance(device_type, str) and self.device_types.get(device_id) != device_type:
             self.device_types[device_id] = device_type
             self.router.forget_route(device_id)
-        if self.device_states.get(device_id) != state or attributes:
+        previous = self.device_states.get(device_id)
+        if previous != state or attributes:
             self.device_states[device_id] = state
             self.committer.emit(StateRecord(device_id, now, state, attributes))
+            if previous != state and self.feed is not None:
+                self.feed.state(device_id, self.device_types.get(device_id), previous, state, attributes, now)
 
     def _quarantine(
         self,

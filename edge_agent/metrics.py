@@ -8,7 +8,7 @@ families when ``/metrics`` is scraped. Each agent has its own registry, so sever
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -43,6 +43,8 @@ class AgentMetrics:
     commit_seconds_sum: float = 0.0
     commit_buckets: list[int] = field(default_factory=lambda: [0] * len(COMMIT_BUCKETS))
     gauges: dict[str, tuple[str, Callable[[], float]]] = field(default_factory=dict)
+    collectors: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
+    """Parts of the agent that export their own families (the automation), read at scrape time."""
 
     def count_drop(self, step: str, reason: str, n: int = 1) -> None:
         self.step_drops[(step, reason)] += n
@@ -63,7 +65,8 @@ class AgentMetrics:
         return registry
 
 
-def _counter(name: str, doc: str, labels: list[str], values: dict) -> CounterMetricFamily:
+def counter_family(name: str, doc: str, labels: list[str], values: dict) -> CounterMetricFamily:
+    """A counter family with one sample per key of ``values`` (a tuple key fills several labels)."""
     family = CounterMetricFamily(name, doc, labels=labels)
     for key, value in sorted(values.items()):
         family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
@@ -76,28 +79,28 @@ class _Exporter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
-        yield _counter(
+        yield counter_family(
             "fieldline_edge_messages_received", "Messages received from devices.", ["transport"], m.received
         )
-        yield _counter(
+        yield counter_family(
             "fieldline_edge_points_decoded", "Points decoded from device messages.", ["transport"], m.points
         )
-        yield _counter(
+        yield counter_family(
             "fieldline_edge_quarantined", "Messages quarantined, by reason.", ["reason"], m.quarantined
         )
-        yield _counter(
+        yield counter_family(
             "fieldline_edge_step_drops", "Values removed by pipeline steps.", ["step", "reason"], m.step_drops
         )
-        yield _counter(
+        yield counter_family(
             "fieldline_edge_records_emitted", "Records put in the outbox, by kind.", ["kind"], m.records
         )
-        yield _counter(
+        yield counter_family(
             "fieldline_edge_coap_responses",
             "CoAP telemetry requests answered, by response code.",
             ["code"],
             m.coap_responses,
         )
-        yield _counter(
+        yield counter_family(
             "fieldline_edge_outbox_dropped_records",
             "Records dropped by the outbox overflow policy.",
             ["kind"],
@@ -138,6 +141,8 @@ class _Exporter(Collector):
         yield hist
         for name, (doc, read) in m.gauges.items():
             yield GaugeMetricFamily(name, doc, value=read())
+        for collect in m.collectors:
+            yield from collect()
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

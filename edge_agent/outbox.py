@@ -6,8 +6,8 @@ loose records are sealed into a batch (zlib-compressed CBOR, see ``fieldline.wir
 batch keeps through every retransmission. A batch is deleted only after the cloud broker's PUBACK.
 
 Overflow: when loose plus sealed bytes exceed ``max_bytes``, the oldest data is dropped kind by kind in
-``DROP_ORDER`` (raw points first, then quality flags, device states and last aggregates), never a batch that is
-in flight. Every dropped record is counted per kind, in metrics and persistently in the database.
+``DROP_ORDER`` (raw points first, then quality flags, device states, events and last aggregates), never a batch
+that is in flight. Every dropped record is counted per kind, in metrics and persistently in the database.
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ KIND_CODES: dict[RecordKind, int] = {
     RecordKind.FLAG: 1,
     RecordKind.STATE: 2,
     RecordKind.AGG: 3,
+    RecordKind.EVENT: 4,
 }
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}
-DROP_ORDER = sorted(KIND_CODES.values())
+DROP_ORDER = [
+    KIND_CODES[kind]
+    for kind in (RecordKind.RAW, RecordKind.FLAG, RecordKind.STATE, RecordKind.EVENT, RecordKind.AGG)
+]
 
 
 @dataclass(frozen=True, slots=True)

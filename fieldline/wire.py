@@ -40,6 +40,7 @@ class Topics:
 
     DEVICE_TELEMETRY_FILTER = "devices/+/telemetry"
     DEVICE_STATE_FILTER = "devices/+/state"
+    DEVICE_COMMAND_ACK_FILTER = "devices/+/commands/ack"
 
     @staticmethod
     def device_telemetry(device_id: str) -> str:
@@ -108,6 +109,7 @@ class RecordKind(StrEnum):
     AGG = "agg"  # one window aggregate of one metric
     FLAG = "dq"  # a data-quality flag (stuck sensor, outlier burst, late data)
     STATE = "state"  # a device's online/offline state and attributes
+    EVENT = "event"  # an event raised on the gateway: a rule's alert, an `emit` action, a workflow's end
 
 
 @dataclass(slots=True)
@@ -191,21 +193,42 @@ class StateRecord:
         return cls(item[0], item[1], item[2], item[3])
 
 
-Record = RawRecord | AggregateRecord | FlagRecord | StateRecord
+@dataclass(slots=True)
+class EventRecord:
+    """An event raised on the gateway (``type`` such as ``alert``), with its data; ``device_id`` and
+    ``device_type`` when it concerns a device, ``source`` what raised it (``rule:<id>``, an instance id)."""
 
-RECORD_TYPES: dict[
-    RecordKind, type[RawRecord] | type[AggregateRecord] | type[FlagRecord] | type[StateRecord]
-] = {
+    device_id: str | None
+    ts: float
+    type: str
+    data: dict[str, Any]
+    source: str | None = None
+    device_type: str | None = None
+
+    kind = RecordKind.EVENT
+
+    def to_wire(self) -> list[Any]:
+        return [self.device_id, self.ts, self.type, self.data, self.source, self.device_type]
+
+    @classmethod
+    def from_wire(cls, item: list[Any]) -> EventRecord:
+        return cls(item[0], item[1], item[2], item[3], item[4], item[5])
+
+
+Record = RawRecord | AggregateRecord | FlagRecord | StateRecord | EventRecord
+
+RECORD_TYPES: dict[RecordKind, type[Record]] = {
     RecordKind.RAW: RawRecord,
     RecordKind.AGG: AggregateRecord,
     RecordKind.FLAG: FlagRecord,
     RecordKind.STATE: StateRecord,
+    RecordKind.EVENT: EventRecord,
 }
 
 
 def uplink_topic(gateway_id: str, kind: RecordKind) -> str:
-    """Device state goes to the events topic; everything else is telemetry."""
-    if kind is RecordKind.STATE:
+    """Device states and events go to the events topic; everything else is telemetry."""
+    if kind is RecordKind.STATE or kind is RecordKind.EVENT:
         return Topics.up_events(gateway_id)
     return Topics.up_telemetry(gateway_id)
 

@@ -1,11 +1,12 @@
-"""Builders for test objects: agent configurations, device publishers and a cloud-side batch collector."""
+"""Builders for test objects: agent configurations, device publishers, devices that take commands and a
+cloud-side batch collector."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import AgentConfig
-from fieldline.wire import AggregateRecord, Batch, RawRecord, decode_batch
+from fieldline.wire import AggregateRecord, Batch, EventRecord, RawRecord, RecordKind, decode_batch
 
 
 def agent_config(
@@ -87,11 +88,55 @@ class Publisher:
         self.client.loop_stop()
 
 
+class CommandDevice:
+    """A device on the local broker: records the commands it receives on ``devices/{id}/commands`` and, when
+    ``answer`` returns a reply for one (``{"status": "ok", "result": ...}``), acknowledges it on ``.../ack``."""
+
+    def __init__(
+        self,
+        port: int,
+        device_id: str,
+        answer: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda command: None,
+    ) -> None:
+        self.device_id = device_id
+        self.answer = answer
+        self.commands: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-device-{device_id}")
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(f"devices/{device_id}/commands", 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError(f"device {device_id} could not subscribe")
+
+    def _on_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        command = orjson.loads(msg.payload)
+        with self._lock:
+            self.commands.append(command)
+        reply = self.answer(command)
+        if reply is not None:
+            client.publish(
+                f"devices/{self.device_id}/commands/ack", orjson.dumps({"id": command["id"], **reply}), 1
+            )
+
+    def received(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.commands)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 class CloudCollector:
     """Subscribes to every gateway's uplink on the cloud broker and keeps each batch it receives, in order."""
 
     def __init__(self, port: int, client_id: str = "test-cloud") -> None:
         self.batches: list[Batch] = []
+        self.topics: list[str] = []  # the topic of each batch, in the same order
         self.statuses: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
@@ -119,6 +164,7 @@ class CloudCollector:
                 return
             try:
                 self.batches.append(decode_batch(msg.payload))
+                self.topics.append(msg.topic)
             except Exception as exc:  # noqa: BLE001 - recorded, and tests assert there are none
                 self.errors.append(repr(exc))
 
@@ -141,6 +187,19 @@ class CloudCollector:
 
     def aggregates(self) -> list[AggregateRecord]:
         return [r for r in self.records() if isinstance(r, AggregateRecord)]
+
+    def topics_of(self, kind: RecordKind) -> set[str]:
+        """The topics that batches of ``kind`` arrived on."""
+        with self._lock:
+            return {t for t, b in zip(self.topics, self.batches, strict=True) if b.kind is kind}
+
+    def events(self, event_type: str | None = None) -> list[EventRecord]:
+        """Event records (of ``event_type``) received on ``fl/+/up/events``."""
+        return [
+            r
+            for r in self.records()
+            if isinstance(r, EventRecord) and (event_type is None or r.type == event_type)
+        ]
 
     def close(self) -> None:
         self.client.disconnect()

@@ -1,4 +1,5 @@
-"""Real services for tests: free ports, required binaries and a Mosquitto broker started per test."""
+"""Real services for tests: free ports, required binaries, and a Mosquitto broker and a VictoriaMetrics server
+started per test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +93,63 @@ class Mosquitto:
             self.process.terminate()
             try:
                 self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@dataclass
+class VictoriaMetrics:
+    """A single-node VictoriaMetrics of the test's own (Debian's ``victoria-metrics``), on a free port, keeping
+    everything (``-retentionPeriod 100y``) in ``workdir``."""
+
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        binary = require_binary("victoria-metrics")
+        log = (self.workdir / "victoria-metrics.log").open("ab")
+        args = [
+            binary,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.workdir / 'data'}",
+            "-retentionPeriod=100y",
+        ]
+        self.process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"victoria-metrics exited: see {self.workdir / 'victoria-metrics.log'}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=0.5) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"victoria-metrics did not answer /health within {timeout}s")
+
+    def flush(self) -> None:
+        """Make every sample received so far searchable (the server does it on its own within a second)."""
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):
+            pass
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -12,7 +12,7 @@ import workflows
 
 def test_fieldline_exports() -> None:
     assert sorted(fieldline.__all__) == [
-        "AggregateRecord", "Batch", "BatchDecodeError", "ConfigError", "ConfigIssue", "FieldlineError",
+        "AggregateRecord", "Batch", "BatchDecodeError", "ConfigError", "ConfigIssue", "EventRecord", "FieldlineError",
         "FlagRecord", "PROTOCOL_VERSION", "PayloadError", "Point", "RawRecord", "RecordKind", "StateRecord",
         "Topics", "WireError", "decode_batch", "decode_telemetry", "encode_batch", "load_model",
     ]  # fmt: skip

@@ -93,6 +93,7 @@ TASK_FAILED = "States.TaskFailed"
 TRANSITION_BUDGET = "States.TransitionBudgetExceeded"
 BRANCH_FAILED = "States.BranchFailed"
 EXPRESSION_FAILED = "States.ExpressionFailed"
+RESULT_TOO_LARGE = "States.ResultTooLarge"
 WORKFLOW_TIMEOUT = "Workflow.Timeout"
 
 

@@ -13,8 +13,8 @@ from the parent, so they persist, resume and trace exactly like top-level instan
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from workflows.definition import (
 from workflows.errors import (
     BRANCH_FAILED,
     EXPRESSION_FAILED,
+    RESULT_TOO_LARGE,
     TASK_FAILED,
     TIMEOUT,
     TRANSITION_BUDGET,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fieldline.workflows")
 _RESULT_LIMIT = 2000  # characters of an action result kept in a history entry
+_VALUE_LIMIT = 1 << 20  # bytes of JSON an action's result, or the variables it sets, may take
 
 
 def error_matches(patterns: list[str], error: str) -> bool:
@@ -62,12 +64,35 @@ def error_matches(patterns: list[str], error: str) -> bool:
     return False
 
 
-def plain(value: Any) -> Any:
-    """A JSON-able copy of an action's result (what cannot be encoded becomes its string form)."""
+def plain(value: Any, limit: int | None = None) -> Any:
+    """A JSON-able copy of an action's result: an integer beyond 64 bits becomes a float (as JSON readers take
+    it); anything else that cannot be encoded becomes its string form. Raises ``ActionError``
+    (``States.ResultTooLarge``) when the JSON is longer than ``limit`` bytes."""
     try:
-        return orjson.loads(orjson.dumps(value, default=str))
-    except (TypeError, orjson.JSONEncodeError):
-        return repr(value)
+        encoded = orjson.dumps(value, default=str)
+    except TypeError:
+        try:
+            encoded = orjson.dumps(_fit_integers(value), default=str)
+        except TypeError:
+            encoded = orjson.dumps(repr(value))
+    if limit is not None and len(encoded) > limit:
+        raise ActionError(
+            RESULT_TOO_LARGE, f"{len(encoded)} bytes of JSON, more than {limit}", retryable=False
+        )
+    return orjson.loads(encoded)
+
+
+def _fit_integers(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf  # encoded as null
+    if isinstance(value, dict):
+        return {k: _fit_integers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_fit_integers(v) for v in value]
+    return value
 
 
 def _brief(value: Any) -> Any:
@@ -190,7 +215,8 @@ class Stepper:
 
     async def begin_wait(self, instance: Instance, wait: Wait, **detail: Any) -> None:
         wait.token = instance.attempt_token
-        instance.since_wait = 0
+        if wait.deadline is None or wait.deadline > self.engine.clock.now():
+            instance.since_wait = 0  # a wait already due (`seconds: 0`, an `until` past) lets no time pass
         instance.status = Status.WAITING
         instance.wait = wait
         self.engine.record(instance, "waiting", {"kind": wait.kind, "deadline": wait.deadline, **detail})
@@ -227,7 +253,8 @@ class Stepper:
             )
             engine.stats.actions += 1
             try:
-                output = await action.kind.run(action.config, ctx)
+                output = plain(await action.kind.run(action.config, ctx), _VALUE_LIMIT)
+                updates = plain(ctx.updates, _VALUE_LIMIT)
             except ActionError as err:
                 engine.stats.action_errors += 1
                 engine.record(
@@ -243,11 +270,10 @@ class Stepper:
                     instance, "action_failed", {"index": index, "type": action.type, **err.as_dict()}
                 )
                 raise err from exc
-            output = plain(output)
             instance.result = output
             if action.result_as:
                 instance.vars[action.result_as] = output
-            instance.vars.update(plain(ctx.updates))
+            instance.vars.update(updates)
             engine.record(instance, "action", {"index": index, "type": action.type, "result": _brief(output)})
 
     async def _with_deadline(self, coro: Any, deadline: float | None, limit: float | None) -> None:
@@ -258,16 +284,14 @@ class Stepper:
         alarm = asyncio.ensure_future(self.engine.clock.sleep_until(deadline))
         try:
             await asyncio.wait({work, alarm}, return_when=asyncio.FIRST_COMPLETED)
-            if work.done():
-                work.result()
-                return
-            raise ActionError(TIMEOUT, f"the state did not finish within {limit:g}s")
         finally:
-            for task in (work, alarm):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            work.cancel()
+            alarm.cancel()
+            # wait for both to stop without swallowing a cancellation of this task (the instance being stopped)
+            await asyncio.gather(work, alarm, return_exceptions=True)
+        if work.cancelled():
+            raise ActionError(TIMEOUT, f"the state did not finish within {limit:g}s")
+        work.result()
 
     # --- choice ---------------------------------------------------------------------------------------
 

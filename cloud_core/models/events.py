@@ -22,10 +22,13 @@ class EventRow(Base):
     severity: Mapped[str | None] = mapped_column(String(16), default=None)
     ts: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str | None] = mapped_column(String(200), default=None)
+    """What raised it on the gateway: ``rule:<id>``, a workflow instance id; None for device states."""
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
         Index("ix_events_device_ts", "device_id", "ts"),
+        Index("ix_events_gateway_ts", "gateway_id", "ts"),
         Index("ix_events_type_ts", "type", "ts"),
         Index("ix_events_ts", "ts"),
     )

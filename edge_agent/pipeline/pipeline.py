@@ -1,7 +1,8 @@
 """Pipelines per device selector: cleaning steps in order, then the downsampler.
 
 The first pipeline whose ``match`` selects a device handles it; a device no pipeline selects passes through raw
-with no cleaning. Selectors match the device id against glob patterns and/or the device type (from the
+with no cleaning. An optional ``tap`` (the agent's automation) sees every cleaned point before it is downsampled.
+Selectors match the device id against glob patterns and/or the device type (from the
 ``devices:`` section of the agent configuration or the ``type`` attribute of the device's retained state).
 """
 
@@ -18,6 +19,8 @@ from edge_agent.pipeline.steps import CleaningStepConfig
 from fieldline.wire import Point, RawRecord
 
 MAX_ROUTE_CACHE = 100_000
+
+Tap = Callable[[Point], None]
 
 
 class Selector(BaseModel):
@@ -48,13 +51,14 @@ class PipelineConfig(BaseModel):
 class Pipeline:
     """One configured pipeline; ``process`` runs a point through it and returns what was kept (or None)."""
 
-    __slots__ = ("ctx", "downsampler", "name", "steps")
+    __slots__ = ("ctx", "downsampler", "name", "steps", "tap")
 
     def __init__(self, config: PipelineConfig, sink: RecordSink, count_drop: DropCounter) -> None:
         self.name = config.name
         self.ctx = StepContext(sink, count_drop)
         self.steps = [step.build() for step in config.steps]
         self.downsampler = Downsampler(list(config.downsample), sink, self.ctx)
+        self.tap: Tap | None = None
 
     def process(self, point: Point, now: float) -> Point | None:
         ctx = self.ctx
@@ -66,6 +70,8 @@ class Pipeline:
         if not point.metrics:
             ctx.drop("pipeline", "no_metrics_left")
             return None
+        if self.tap is not None:
+            self.tap(point)
         self.downsampler.add(point, now)
         return point
 
@@ -77,8 +83,11 @@ class _PassThrough:
 
     def __init__(self, sink: RecordSink) -> None:
         self.sink = sink
+        self.tap: Tap | None = None
 
     def process(self, point: Point, now: float) -> Point | None:
+        if self.tap is not None:
+            self.tap(point)
         self.sink.emit(RawRecord(point.device_id, point.ts, point.metrics))
         return None  # nothing held: no journal needed
 
@@ -115,6 +124,11 @@ class PipelineRouter:
                 self._routes.clear()
             self._routes[device_id] = route
         return route
+
+    def set_tap(self, tap: Tap | None) -> None:
+        """Show every cleaned point to ``tap`` before it is downsampled (None: stop)."""
+        for route in (*self.pipelines, self._passthrough):
+            route.tap = tap
 
     def forget_route(self, device_id: str) -> None:
         """Re-resolve the device's pipeline (its type changed)."""

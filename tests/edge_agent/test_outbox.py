@@ -6,7 +6,17 @@ from pathlib import Path
 
 from edge_agent.outbox import KIND_CODES, Outbox
 from edge_agent.store import connect
-from fieldline.wire import AggregateRecord, RawRecord, RecordKind, decode_batch, encode_batch, encode_record
+from fieldline.wire import (
+    AggregateRecord,
+    EventRecord,
+    FlagRecord,
+    RawRecord,
+    RecordKind,
+    StateRecord,
+    decode_batch,
+    encode_batch,
+    encode_record,
+)
 
 RAW, AGG = KIND_CODES[RecordKind.RAW], KIND_CODES[RecordKind.AGG]
 
@@ -99,3 +109,23 @@ def test_overflow_spares_in_flight_batches_and_then_drops_aggregates(tmp_path: P
     dropped = box.enforce_cap(in_flight={seqs[0]})
     assert dropped["agg"] > 0
     assert [b.seq for b in box.fetch(0, 100)] == [seqs[0]]
+
+
+def test_overflow_drops_states_before_events_and_events_before_aggregates(tmp_path: Path) -> None:
+    box = open_outbox(tmp_path / "e.db", max_bytes=10**9, batch_max_bytes=10**6)
+    one = {
+        RecordKind.RAW: RawRecord("d", 1.0, {"n": 1}),
+        RecordKind.FLAG: FlagRecord("d", "n", 1.0, "stuck"),
+        RecordKind.STATE: StateRecord("d", 1.0, "online"),
+        RecordKind.EVENT: EventRecord("d", 1.0, "alert", {"rule": "r"}, "rule:r"),
+        RecordKind.AGG: AggregateRecord("d", "n", 0.0, 60.0, {"mean": 1.0}),
+    }
+    box.add(
+        [(KIND_CODES[kind], 0.0, encode_record(record)) for kind, record in one.items() for _ in range(10)]
+    )
+    sizes = {kind: 10 * len(encode_record(record)) for kind, record in one.items()}
+    # Room for events and aggregates only: raw points, flags and states go, in that order; events stay.
+    box.max_bytes = sizes[RecordKind.EVENT] + sizes[RecordKind.AGG]
+    assert box.enforce_cap(in_flight=set()) == {"raw": 10, "dq": 10, "state": 10}
+    box.max_bytes = sizes[RecordKind.AGG]
+    assert box.enforce_cap(in_flight=set()) == {"event": 10}

@@ -521,6 +521,23 @@ async def test_a_loop_that_waits_may_run_forever() -> None:
         assert view.instance.transitions == 601
 
 
+@pytest.mark.parametrize(
+    "pause", ["{type: wait, seconds: 0, next: check}", "{type: wait, until: '{{ n }}', next: check}"]
+)
+async def test_a_loop_through_a_wait_that_is_already_due_is_stopped(pause: str) -> None:
+    text = LOOP.replace("    next: check\n  done", f"    next: pause\n  pause: {pause}\n  done")
+    async with engine_harness() as h:
+        await h.deploy(text)
+        iid = await h.engine.start("loop", {})
+        await h.run()
+        view = await h.view(iid)
+        assert view.instance.status is Status.FAILED
+        assert view.instance.error is not None
+        assert view.instance.error["error"] == "States.TransitionBudgetExceeded"
+        assert view.instance.transitions == 50
+        assert len(entries(view.history, "waiting")) == 17
+
+
 async def test_max_transitions_bounds_a_whole_life() -> None:
     text = LOOP.replace(
         "    next: check\n  done",
@@ -537,6 +554,37 @@ async def test_max_transitions_bounds_a_whole_life() -> None:
             "cause": "the instance's budget of 30 transitions is spent",
         }
         assert instance.transitions == 30
+
+
+GROW = """
+id: grow
+max_transitions_between_waits: 25
+variables:
+  text: {type: string, default: x}
+start_at: double
+states:
+  double:
+    type: task
+    actions: [{type: set, values: {text: "{{ text ~ text }}"}}]
+    next: double
+"""
+
+
+async def test_a_value_that_grows_without_bound_fails_its_action() -> None:
+    # a loop that doubles a string would exhaust the gateway's memory: past 1 MiB of JSON the action fails
+    async with engine_harness() as h:
+        await h.deploy(GROW)
+        iid = await h.engine.start("grow", {})
+        await h.run()
+        view = await h.view(iid)
+        assert view.instance.status is Status.FAILED
+        assert view.instance.error is not None
+        assert view.instance.error["error"] == "States.ResultTooLarge"
+        assert "more than 1048576" in view.instance.error["cause"]
+        assert view.instance.transitions == 19
+        assert len(view.instance.vars["text"]) == 2**19
+        (failed,) = entries(view.history, "action_failed")
+        assert failed.detail["error"] == "States.ResultTooLarge"
 
 
 # --- http against a real server ------------------------------------------------------------------------

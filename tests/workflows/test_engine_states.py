@@ -18,6 +18,7 @@ from workflows.errors import ActionError
 from workflows.events import Event
 from workflows.instance import Status
 from workflows.loader import load_workflow
+from workflows.sqlite_store import SQLiteStore
 
 # --- task ----------------------------------------------------------------------------------------------
 
@@ -81,6 +82,35 @@ async def test_task_passes_result_and_result_as_between_actions_and_states() -> 
             ("report", "notify"),
         ]
         assert path(view.history) == ["prepare", "report"]
+
+
+HUGE = """
+id: huge
+variables:
+  n: {type: number, default: 4294967296}
+start_at: grow
+states:
+  grow:
+    type: task
+    actions:
+      - {type: set, values: {n: "{{ n * n * 4 }}", small: 1}, result_as: grown}
+    next: done
+  done: {type: succeed, output: "{{ n > 0 }}"}
+"""
+
+
+async def test_a_value_beyond_64_bits_is_kept_as_a_float(tmp_path: Path) -> None:
+    # JSON stores (orjson) cannot encode such an integer; it must neither break the task nor the save
+    async with engine_harness(store=SQLiteStore(tmp_path / "wf.db")) as h:
+        await h.deploy(HUGE)
+        iid = await h.engine.start("huge", {})
+        await h.run()
+        view = await h.view(iid)
+        assert view.instance.status is Status.SUCCEEDED
+        assert view.instance.vars["n"] == float(2**66)
+        assert view.instance.vars["small"] == 1
+        assert view.instance.vars["grown"] == {"n": float(2**66), "small": 1}
+        assert view.instance.output is True
 
 
 # --- choice --------------------------------------------------------------------------------------------
@@ -386,6 +416,46 @@ async def test_map_over_something_that_is_not_a_list_fails() -> None:
         assert instance.error is not None
         assert instance.error["error"] == "States.ExpressionFailed"
         assert "gave dict, not a list" in instance.error["cause"]
+
+
+TWINS = """
+id: twins
+variables: {items: {type: list, default: [1, 2]}}
+start_at: fan
+states:
+  fan:
+    type: map
+    items: items
+    max_concurrency: 2
+    iterator:
+      start_at: work
+      states:
+        work: {type: task, timeout: 60, actions: [{type: log, message: hi}], next: stop}
+        stop: {type: fail, error: Custom.Failed}
+    retry: [{max_attempts: 2, interval: 10}]
+    end: true
+"""
+
+
+async def test_iterations_that_fail_together_fail_the_map_once() -> None:
+    # the second iteration is cancelled while its timed task winds down: it must stop, not fail the map again
+    async with engine_harness() as h:
+        await h.deploy(TWINS)
+        iid = await h.engine.start("twins", {})
+        await h.run()
+        view = await h.view(iid)
+        assert view.instance.status is Status.WAITING
+        assert kinds(view.history) == ["started", "entered", "fork", "waiting"]
+        await h.run(10)
+        view = await h.view(iid)
+        assert view.instance.status is Status.FAILED
+        assert kinds(view.history) == ["started", "entered", "fork", "waiting", "timer", "fork", "failed"]
+        children = {c.id: c.status for c in await h.engine.list() if c.parent_id == iid}
+        assert children == {
+            f"{iid}/fan.0.{attempt}.{index}": Status.FAILED if index == 0 else Status.CANCELLED
+            for attempt in (0, 1)
+            for index in (0, 1)
+        }
 
 
 # --- wait ----------------------------------------------------------------------------------------------

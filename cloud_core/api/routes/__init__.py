@@ -1,5 +1,26 @@
 """One router per resource; ``ROUTERS`` is what the app mounts."""
 
-from cloud_core.api.routes import health
+from cloud_core.api.routes import (
+    audit,
+    commands,
+    device_types,
+    devices,
+    events,
+    gateways,
+    health,
+    keys,
+    telemetry,
+)
 
-ROUTERS = [health.router]
+ROUTERS = [
+    health.router,
+    keys.router,
+    audit.router,
+    devices.router,
+    gateways.router,
+    device_types.router,
+    events.router,
+    events.alerts_router,
+    commands.router,
+    telemetry.router,
+]

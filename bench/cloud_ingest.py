@@ -1,0 +1,373 @@
+"""Telemetry ingest into the time-series stores, against bare writers measured in the same run.
+
+    python bench/cloud_ingest.py [--devices 1000] [--seconds 300] [--rounds 3] [--cpu 0]
+                                 [--out bench/results/cloud_ingest.json]
+
+A *point* is one metric value of one device at one time. The data: ``devices`` devices with 4 metrics at 1 Hz
+for ``seconds``, sealed into raw uplink batches of 600 records (about 55 KiB of CBOR before zlib) with
+``fieldline.wire.encode_batch``, as gateways send them. The benchmark process runs on one core (``--cpu``).
+
+SQLite
+- store: uplink batches ingested the way ``cloud_core.ingest`` does it (a reader task runs ``decode_batch`` into
+  a bounded queue; a writer task takes up to ``ingest.batch_points`` records, runs ``points_from_batch`` and
+  awaits ``SQLiteStore.write``), timed until the last commit: series lookup, points, 1 min and 1 h rollups;
+- bare: ``executemany`` of prebuilt ``(slice, series_id, ms, value)`` rows into the same ``points`` table, with as
+  many rows per transaction as the store's group commit took (no decoding, no rollups).
+
+VictoriaMetrics (a server started for the run, on the other cores)
+- store: the same ingest loop into ``VictoriaMetricsStore.write`` (line protocol sent with influxdb-client in
+  requests of 5,000 points, 2 write threads);
+- bare: the same line protocol in requests of the same size, prebuilt, POSTed to ``/api/v2/write`` with
+  ``http.client`` on 2 connections.
+
+Each is measured ``rounds`` times, alternating, on fresh files or fresh time ranges; the best round of each is
+compared (the machine may be shared) and every round is printed. Rates are given per wall-clock second and per
+CPU second the process used (all its threads; for VictoriaMetrics also the server's CPU, read from /proc), the
+latter being what one whole core yields when other work shares the machine. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from cloud_core.settings import IngestSettings
+from cloud_core.tsdb import SQLiteStore, VictoriaMetricsStore, points_from_batch
+from cloud_core.tsdb.lineprotocol import encode
+from cloud_core.tsdb.sqlite import SCHEMA, SLICE_MS
+from cloud_core.tsdb.victoria import POINTS_PER_REQUEST
+from fieldline.wire import Batch, RawRecord, RecordKind, decode_batch, encode_batch, encode_body
+
+METRICS = ("temperature", "humidity", "pressure", "battery")
+RECORDS_PER_BATCH = 600
+BATCH_RECORDS = IngestSettings().batch_points
+QUEUE_SIZE = IngestSettings().queue_size
+
+
+def payloads(devices: int, seconds: int, start: float, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    records = [
+        RawRecord(
+            f"dev-{d:05d}",
+            start + s + rng.randrange(0, 1000) / 1000,
+            {
+                "temperature": round(rng.gauss(21, 2), 2),
+                "humidity": round(rng.uniform(30, 60), 1),
+                "pressure": round(rng.gauss(1013, 5), 1),
+                "battery": round(rng.uniform(3.0, 4.2), 3),
+            },
+        )
+        for s in range(seconds)
+        for d in range(devices)
+    ]
+    out = []
+    for seq, i in enumerate(range(0, len(records), RECORDS_PER_BATCH), start=1):
+        part = records[i : i + RECORDS_PER_BATCH]
+        body = encode_body(part)
+        out.append(
+            encode_batch("gw-bench", seq, RecordKind.RAW, len(part), body, backfill=False, sent_at=start)
+        )
+    return out
+
+
+async def drive(store: Any, batches: list[bytes]) -> tuple[int, float, float]:
+    """Ingest ``batches`` as ``cloud_core.ingest`` does: one task decodes them into a bounded queue, one task
+    takes up to ``BATCH_RECORDS`` records of decoded batches at a time, turns them into points and awaits the
+    store's write. Returns (points, wall seconds, CPU seconds of this process, all threads)."""
+    queue: asyncio.Queue[Batch | None] = asyncio.Queue(QUEUE_SIZE)
+    count = 0
+
+    async def read() -> None:
+        for payload in batches:
+            await queue.put(decode_batch(payload))
+        await queue.put(None)
+
+    async def write() -> None:
+        nonlocal count
+        done = False
+        while not done:
+            first = await queue.get()
+            if first is None:
+                return
+            flush, records = [first], len(first.records)
+            while records < BATCH_RECORDS and not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    done = True
+                    break
+                flush.append(more)
+                records += len(more.records)
+            points = [p for b in flush for p in points_from_batch(b)]
+            count += sum(len(p.values) for p in points)
+            await store.write(points)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(read(), write())
+    return count, time.perf_counter() - started, time.process_time() - cpu
+
+
+def rates(points: int, seconds: float, cpu: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "points": points,
+        "seconds": round(seconds, 3),
+        "points_per_s": round(points / seconds),
+        "cpu_seconds": round(cpu, 3),
+        "points_per_cpu_s": round(points / cpu),
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------------------------------- SQLite
+
+
+def sqlite_store(workdir: Path, batches: list[bytes]) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        path = workdir / f"store-{time.monotonic_ns()}.db"
+        async with SQLiteStore(path, retention_interval=3600) as store:
+            points, seconds, cpu = await drive(store, batches)
+            stats = store.stats()
+        size = sum(f.stat().st_size for f in workdir.glob(f"{path.name}*"))  # noqa: ASYNC240 - after the timing
+        per = round(stats["points_written"] / stats["transactions"])
+        return rates(
+            points, seconds, cpu, points_per_transaction=per, file_bytes_per_point=round(size / points, 1)
+        )
+
+    return asyncio.run(run())
+
+
+def sqlite_bare(workdir: Path, batches: list[bytes], per_transaction: int) -> dict[str, Any]:
+    ids: dict[tuple[str, str], int] = {}
+    rows = []
+    for payload in batches:
+        for p in points_from_batch(decode_batch(payload)):
+            for name, value in p.values.items():
+                sid = ids.setdefault((p.device_id, name), len(ids) + 1)
+                rows.append((p.ts // SLICE_MS, sid, p.ts % SLICE_MS, value))
+    path = workdir / f"bare-{time.monotonic_ns()}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.executescript(SCHEMA)
+    started, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(rows), per_transaction):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO points VALUES (?, ?, ?, ?)", rows[i : i + per_transaction])
+        conn.execute("COMMIT")
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    conn.close()
+    return rates(len(rows), seconds, cpu)
+
+
+# --------------------------------------------------------------------------------------------------- VictoriaMetrics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_victoria(workdir: Path, cpus: set[int]) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("victoria-metrics")
+    if binary is None:
+        raise SystemExit("needs the victoria-metrics binary (Debian package victoria-metrics)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={workdir / 'vm'}",
+            "-retentionPeriod=100y",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):
+                return proc, url
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("victoria-metrics did not start")
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds a process has used (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_server(result: dict[str, Any], server_cpu: float) -> dict[str, Any]:
+    total = result["cpu_seconds"] + server_cpu
+    return {
+        **result,
+        "server_cpu_seconds": round(server_cpu, 3),
+        "points_per_total_cpu_s": round(result["points"] / total),
+    }
+
+
+def victoria_bare(url: str, bodies: list[bytes], points: int) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").split(":")
+    local = threading.local()
+
+    def post(body: bytes) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(host, int(port))
+        conn.request("POST", "/api/v2/write?precision=ms", body)
+        answer = conn.getresponse()
+        answer.read()
+        if answer.status != 204:
+            raise RuntimeError(f"write answered {answer.status}")
+
+    with ThreadPoolExecutor(2) as pool:
+        started, cpu = time.perf_counter(), time.process_time()
+        list(pool.map(post, bodies))
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return rates(points, seconds, cpu)
+
+
+def victoria_store(url: str, batches: list[bytes]) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with VictoriaMetricsStore(url) as store:
+            points, seconds, cpu = await drive(store, batches)
+        return rates(points, seconds, cpu)
+
+    return asyncio.run(run())
+
+
+def best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(rounds, key=lambda r: r["points_per_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpu", type=int, default=0, help="the core this process runs on (-1: do not pin)")
+    parser.add_argument("--skip-victoria", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    others: set[int] = set()
+    if args.cpu >= 0:
+        everything = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {args.cpu})
+        others = (everything - {args.cpu}) or everything
+    start = time.time() - args.seconds - 3600
+    result: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "pinned_cpu": args.cpu,
+        "devices": args.devices,
+        "metrics": len(METRICS),
+        "seconds_of_data": args.seconds,
+        "points_per_round": args.devices * len(METRICS) * args.seconds,
+    }
+    with tempfile.TemporaryDirectory(prefix="fieldline-bench-") as tmp:
+        workdir = Path(tmp)
+        batches = payloads(args.devices, args.seconds, start, seed=1)
+        result["uplink_batches"] = len(batches)
+        result["uplink_bytes_per_batch"] = round(sum(map(len, batches)) / len(batches))
+
+        store_rounds, bare_rounds = [], []
+        for _ in range(args.rounds):
+            store_rounds.append(sqlite_store(workdir, batches))
+            per = store_rounds[-1]["points_per_transaction"]
+            bare_rounds.append(sqlite_bare(workdir, batches, per))
+            print(
+                json.dumps({"sqlite": {"store": store_rounds[-1], "bare": bare_rounds[-1]}}), file=sys.stderr
+            )
+        store, bare = best(store_rounds), best(bare_rounds)
+        result["sqlite"] = {
+            "store": store,
+            "bare_executemany": bare,
+            "store_vs_bare": round(store["points_per_s"] / bare["points_per_s"], 3),
+            "target_points_per_s": 150_000,
+            "target_met": store["points_per_s"] >= 150_000,
+            "target_met_per_cpu_second": store["points_per_cpu_s"] >= 150_000,
+            "rounds": {"store": store_rounds, "bare": bare_rounds},
+        }
+
+        if not args.skip_victoria:
+            proc, url = start_victoria(workdir, others if args.cpu >= 0 else set())
+            try:
+                warm = payloads(args.devices, 5, start - 7200, seed=2)  # register every series first
+                victoria_store(url, warm)
+                store_rounds, bare_rounds = [], []
+                for r in range(args.rounds):
+                    shift = (2 * r + 1) * (args.seconds + 60)
+                    ours = payloads(args.devices, args.seconds, start - 86400 + shift, seed=10 + r)
+                    theirs = payloads(
+                        args.devices, args.seconds, start - 86400 + shift + args.seconds + 30, seed=20 + r
+                    )
+                    decoded = [p for payload in theirs for p in points_from_batch(decode_batch(payload))]
+                    points = sum(len(p.values) for p in decoded)
+                    bodies = [
+                        encode(decoded[i : i + POINTS_PER_REQUEST])
+                        for i in range(0, len(decoded), POINTS_PER_REQUEST)
+                    ]
+                    before = cpu_of(proc.pid)
+                    bare_rounds.append(
+                        with_server(victoria_bare(url, bodies, points), cpu_of(proc.pid) - before)
+                    )
+                    before = cpu_of(proc.pid)
+                    store_rounds.append(with_server(victoria_store(url, ours), cpu_of(proc.pid) - before))
+                    print(
+                        json.dumps({"victoria": {"store": store_rounds[-1], "bare": bare_rounds[-1]}}),
+                        file=sys.stderr,
+                    )
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            store, bare = best(store_rounds), best(bare_rounds)
+            ratio = store["points_per_s"] / bare["points_per_s"]
+            cpu_ratio = store["points_per_total_cpu_s"] / bare["points_per_total_cpu_s"]
+            result["victoriametrics"] = {
+                "server_cpus": sorted(others) if args.cpu >= 0 else "all",
+                "store": store,
+                "bare_line_protocol_post": bare,
+                "store_vs_bare": round(ratio, 3),
+                "store_vs_bare_per_total_cpu_second": round(cpu_ratio, 3),
+                "target_ratio": 0.6,
+                "target_met": ratio >= 0.6,
+                "rounds": {"store": store_rounds, "bare": bare_rounds},
+            }
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

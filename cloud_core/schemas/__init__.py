@@ -1,0 +1,1 @@
+"""Pydantic model families of the REST API, one module per entity (create, update, public)."""

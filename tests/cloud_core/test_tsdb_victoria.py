@@ -1,0 +1,109 @@
+"""The VictoriaMetrics store against a real ``victoria-metrics`` started by the test: what lands in the server,
+answers, repeated samples, latest values, precision, and an unreachable server."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cloud_core.tsdb import Point, Query, StoreUnavailable, VictoriaMetricsStore
+from tests.cloud_core.tsdbkit import HOUR, raw_points, recent_hour, victoria_server
+from tests.servicekit import VictoriaMetrics
+
+MINUTE = 60_000
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    with victoria_server(tmp_path / "vm") as server:
+        yield server
+
+
+async def test_points_land_as_one_series_per_device_and_metric(victoria: VictoriaMetrics) -> None:
+    t0 = recent_hour(3)
+    async with VictoriaMetricsStore(victoria.url) as store:
+        await store.ready()
+        await store.write([Point("dev-1", t0 + 1000, {"temperature": 21.5, "temperature@mean": 20.25})])
+        victoria.flush()
+        async with httpx.AsyncClient(base_url=victoria.url) as http:
+            exported = (await http.post("/api/v1/export", data={"match[]": '{device="dev-1"}'})).text
+        names = sorted(line.split('"__name__":"')[1].split('"')[0] for line in exported.splitlines())
+        assert names == ["fieldline_temperature", "fieldline_temperature@mean"]
+        assert store.stats()["points_written"] == 2
+
+
+async def test_answers_from_exported_samples(victoria: VictoriaMetrics) -> None:
+    t0 = recent_hour(3)
+    points = raw_points(["dev-1", "dev-2"], t0, 1800)
+    async with VictoriaMetricsStore(victoria.url) as store:
+        await store.write(points)
+        victoria.flush()
+        answer = await store.query(
+            Query.aligned(["dev-1", "dev-2", "ghost"], None, t0, t0 + HOUR, MINUTE, "count")
+        )
+        assert sorted(answer.series["dev-1"]) == ["door", "humidity", "rssi", "temperature"]
+        assert answer.series["dev-1"]["temperature"] == [60.0] * 30 + [None] * 30
+        assert answer.series["ghost"] == {}
+        values = [p.values["temperature"] for p in points if p.device_id == "dev-2" and p.ts < t0 + MINUTE]
+        first = await store.query(Query.aligned(["dev-2"], ["temperature"], t0, t0 + MINUTE, MINUTE, "max"))
+        assert first.series["dev-2"]["temperature"] == [max(values)]
+
+
+async def test_a_repeated_sample_keeps_the_larger_value(victoria: VictoriaMetrics) -> None:
+    t0 = recent_hour(3)
+    async with VictoriaMetricsStore(victoria.url) as store:
+        await store.write([Point("d1", t0 + 1000, {"v": 1.0}), Point("d1", t0 + 2000, {"v": 3.0})])
+        await store.write([Point("d1", t0 + 1000, {"v": 5.0}), Point("d1", t0 + 2000, {"v": 2.0})])
+        victoria.flush()
+        for agg, want in (("count", 2.0), ("sum", 8.0), ("max", 5.0)):
+            answer = await store.query(Query.aligned(["d1"], ["v"], t0, t0 + MINUTE, MINUTE, agg))
+            assert answer.series["d1"]["v"] == [want]
+
+
+async def test_latest_values_from_instant_queries(victoria: VictoriaMetrics) -> None:
+    t0 = recent_hour(3)
+    async with VictoriaMetricsStore(victoria.url) as store:
+        await store.write(
+            [
+                Point("d1", t0 + 1000, {"a": 1.0, "b": 5.0}),
+                Point("d1", t0 + 2500, {"a": 2.0}),
+                Point("d1", t0 + MINUTE, {"w@mean": 7.5, "w@count": 3.0}),
+            ]
+        )
+        victoria.flush()
+        latest = await store.latest(["d1", "d2"], None, at=t0 + HOUR, within=HOUR)
+        assert latest == {
+            "d1": {"a": (t0 + 2500, 2.0), "b": (t0 + 1000, 5.0), "w": (t0 + MINUTE, 7.5)},
+            "d2": {},
+        }
+        assert await store.latest(["d1"], ["a"], at=t0 + 1500, within=1000) == {"d1": {"a": (t0 + 1000, 1.0)}}
+        assert await store.latest(["d1"], ["a"], at=t0 + 2000, within=1000) == {"d1": {}}  # (at - within, at]
+
+
+async def test_values_keep_about_twelve_significant_digits(victoria: VictoriaMetrics) -> None:
+    t0 = recent_hour(3)
+    value = 21.123456789012345
+    async with VictoriaMetricsStore(victoria.url) as store:
+        await store.write([Point("d1", t0, {"v": value, "w": 21.25})])
+        victoria.flush()
+        answer = await store.query(Query.aligned(["d1"], ["v", "w"], t0, t0 + MINUTE, MINUTE, "last"))
+        assert answer.series["d1"]["w"] == [21.25]
+        assert math.isclose(answer.series["d1"]["v"][0], value, rel_tol=1e-11)
+
+
+async def test_an_unreachable_server_is_a_retryable_error(tmp_path: Path) -> None:
+    with victoria_server(tmp_path / "vm") as server:
+        url = server.url
+    async with VictoriaMetricsStore(url, timeout=2) as store:
+        for call in (
+            store.ready(),
+            store.write([Point("d1", recent_hour(1), {"v": 1.0})]),
+            store.query(Query.aligned(["d1"], None, 0, MINUTE, MINUTE, "mean")),
+        ):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call
+            assert caught.value.retryable
