@@ -1,9 +1,11 @@
 """``fieldline demo``: the product on its embedded defaults, on one machine, with live counters.
 
 A local broker (Mosquitto when installed, else the embedded amqtt), one edge agent with a cleaning and
-downsampling pipeline, simulated devices over MQTT (with occasional spikes and malformed payloads) and a
-cloud-side subscriber that decodes the uplink batches. The uplink goes to the same broker on ``fl/...`` topics,
-standing in for the cloud broker.
+downsampling pipeline, simulated devices over MQTT (with occasional spikes and malformed payloads), and the
+cloud core on its embedded defaults: it ingests the uplink batches into its registry and time-series store and
+serves its REST API (an admin key is printed). The uplink goes to the same broker on ``fl/...`` topics, standing
+in for the cloud broker. With the embedded amqtt broker (no shared subscriptions, MQTT 3.1.1 only) the cloud
+core is left out and a plain subscriber decodes the uplink instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -72,7 +75,67 @@ class CloudView:
                 self.latest[(record.device_id, record.metric)] = record.values
 
 
-def _render(agent: Any, sim: Any, cloud: CloudView, started: float, broker: str) -> Group:
+class CloudCore:
+    """The cloud core served on a free port, ingesting from the demo broker."""
+
+    def __init__(self, data_dir: Path, broker_port: int) -> None:
+        self.data_dir = data_dir
+        self.broker_port = broker_port
+        self.url = ""
+        self.key = ""
+        self.services: Any = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> Any:
+        import uvicorn
+
+        from cloud_core.app import create_app
+        from cloud_core.auth import Role, create_key
+        from cloud_core.settings import CloudSettings
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = CloudSettings(
+            data_dir=self.data_dir,
+            broker={"host": "127.0.0.1", "port": self.broker_port, "client_id": "demo-cloud-core"},
+            log_level="WARNING",
+        )
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+            self.services = app.state.services
+            self.url = f"http://127.0.0.1:{port}"
+            self.key = (await create_key(self.services.database, Role.ADMIN, name="demo")).token
+            yield self
+        finally:
+            server.should_exit = True
+            await task
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        ingest = self.services.parts.get("ingest") if self.services else None
+        if ingest is None:
+            return []
+        s = ingest.stats
+        return [
+            ("cloud core", "batches / points / duplicates", f"{s.batches} / {s.points} / {s.duplicates}"),
+            (
+                "cloud core",
+                "devices registered / quarantined batches",
+                f"{s.devices_registered} / {s.quarantined}",
+            ),
+            ("cloud core", "REST API (OpenAPI at /docs)", self.url),
+        ]
+
+
+def _render(
+    agent: Any, sim: Any, cloud: CloudView, core: CloudCore | None, started: float, broker: str
+) -> Group:
     status = f"http://127.0.0.1:{agent.status_server.port}" if agent.status_server else "-"
     m = agent.metrics
     s = agent.outbox.stats
@@ -105,7 +168,7 @@ def _render(agent: Any, sim: Any, cloud: CloudView, started: float, broker: str)
             f"{cloud.batches} / " + ", ".join(f"{k}={v}" for k, v in cloud.records.items()),
         ),
     ]
-    for row in rows:
+    for row in [*rows, *(core.rows() if core else [])]:
         counters.add_row(*row)
     latest = Table(title="latest 10 s aggregates at the cloud (first 8 devices)")
     for col in ("device", "metric", "mean", "min", "max", "count", "p95"):
@@ -149,14 +212,29 @@ async def _demo(devices: int, duration: float | None, data_dir: Path) -> None:
         await view.connect()
         await view.subscribe([("fl/+/up/telemetry", 1), ("fl/+/up/events", 1)])
         sim = MqttPublishers(broker.port, devices, fault_rate=0.02)
-        async with Agent(config) as agent:
+        core = CloudCore(data_dir / "cloud", broker.port) if broker.kind == "mosquitto" else None
+        async with contextlib.AsyncExitStack() as stack:
+            if core is not None:
+                await stack.enter_async_context(core.running())
+            agent = await stack.enter_async_context(Agent(config))
             sim_task = asyncio.create_task(sim.run())
             started = time.monotonic()
+
+            def render() -> Group:
+                return _render(agent, sim, cloud, core, started, broker.kind)
+
+            if core is not None:
+                Console().print(
+                    f"cloud core API: {core.url}/docs — try: curl -H 'Authorization: Bearer {core.key}' "
+                    f"{core.url}/api/v1/devices",
+                    soft_wrap=True,
+                    markup=False,
+                )
             try:
-                with Live(_render(agent, sim, cloud, started, broker.kind), refresh_per_second=2) as live:
+                with Live(render(), refresh_per_second=2) as live:
                     while duration is None or time.monotonic() - started < duration:
                         await asyncio.sleep(0.5)
-                        live.update(_render(agent, sim, cloud, started, broker.kind))
+                        live.update(render())
             finally:
                 sim_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

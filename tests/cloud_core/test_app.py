@@ -60,3 +60,9 @@ def test_settings_errors_are_positioned(tmp_path: Path) -> None:
 def test_production_refuses_the_placeholder_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="placeholder"):
         load_settings(None, environ={"FIELDLINE_CLOUD__ENVIRONMENT": "production"})
+
+
+def test_the_example_configuration_loads() -> None:
+    settings = load_settings(Path(__file__).parents[2] / "examples" / "cloud.yaml", environ={})
+    assert settings.broker.shared_group == "fieldline-ingest"
+    assert settings.timeseries.retention.raw == 7 * 86400
