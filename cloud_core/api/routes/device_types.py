@@ -8,18 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from cloud_core import registry
+from cloud_core.api import resource
 from cloud_core.api.deps import OperatorDep, ServicesDep, ViewerDep
-from cloud_core.api.preconditions import (
-    IfMatch,
-    IfNoneMatch,
-    merge_patch_body,
-    not_modified,
-    optional_if_match,
-    require_merge_patch,
-    required_if_match,
-)
+from cloud_core.api.preconditions import IfMatch, IfNoneMatch, merge_patch_body, require_merge_patch
 from cloud_core.schemas.common import (
-    ETAG_HEADER,
     Cursor,
     Limit,
     Page,
@@ -30,6 +22,7 @@ from cloud_core.schemas.device_types import DeviceTypeCreate, DeviceTypePublic, 
 
 router = APIRouter(prefix="/api/v1/device-types", tags=["device types"])
 
+DEVICE_TYPE = resource.Resource("device type", router.prefix, DeviceTypePublic.of)
 SORT_HELP = "id, name, created_at or updated_at; a '-' prefix sorts descending; ties by id"
 
 
@@ -53,23 +46,20 @@ async def list_device_types(
     "",
     status_code=201,
     response_model=DeviceTypePublic,
-    responses={201: {"headers": ETAG_HEADER}} | problem_responses(401, 403, 409, 422),
+    responses=resource.etag_responses(201, 401, 403, 409, 422),
 )
 async def create_device_type(
     data: DeviceTypeCreate, services: ServicesDep, _: OperatorDep, response: Response
 ) -> DeviceTypePublic:
-    async with services.database.session() as session:
-        row = await registry.create_device_type(session, data)
-    response.headers["ETag"] = registry.etag(row.version)
-    response.headers["Location"] = f"{router.prefix}/{row.id}"
-    return DeviceTypePublic.of(row)
+    return await DEVICE_TYPE.create(
+        services, response, lambda session: registry.create_device_type(session, data)
+    )
 
 
 @router.get(
     "/{type_id}",
     response_model=DeviceTypePublic,
-    responses={200: {"headers": ETAG_HEADER}, 304: {"description": "If-None-Match names the current ETag"}}
-    | problem_responses(401, 403, 404),
+    responses=resource.read_responses(401, 403, 404),
 )
 async def read_device_type(
     type_id: str,
@@ -78,19 +68,15 @@ async def read_device_type(
     response: Response,
     if_none_match: IfNoneMatch = None,
 ) -> DeviceTypePublic | Response:
-    async with services.database.session() as session:
-        row = await registry.get_device_type(session, type_id)
-    tag = registry.etag(row.version)
-    if not_modified(if_none_match, row.version):
-        return Response(status_code=304, headers={"ETag": tag})
-    response.headers["ETag"] = tag
-    return DeviceTypePublic.of(row)
+    return await DEVICE_TYPE.read(
+        services, response, if_none_match, lambda session: registry.get_device_type(session, type_id)
+    )
 
 
 @router.patch(
     "/{type_id}",
     response_model=DeviceTypePublic,
-    responses={200: {"headers": ETAG_HEADER}} | problem_responses(401, 403, 404, 412, 415, 422, 428),
+    responses=resource.etag_responses(200, 401, 403, 404, 412, 415, 422, 428),
     dependencies=[Depends(require_merge_patch)],
     openapi_extra=merge_patch_body("DeviceTypeUpdate"),
 )
@@ -103,11 +89,12 @@ async def update_device_type(
     if_match: IfMatch = None,
 ) -> DeviceTypePublic:
     """Change a device type with a JSON merge patch (metrics merge by name; null removes one)."""
-    expected = required_if_match(if_match, "device type")
-    async with services.database.session() as session:
-        row = await registry.update_device_type(session, type_id, patch, if_match=expected)
-    response.headers["ETag"] = registry.etag(row.version)
-    return DeviceTypePublic.of(row)
+    return await DEVICE_TYPE.merge_patch(
+        services,
+        response,
+        if_match,
+        lambda session, expected: registry.update_device_type(session, type_id, patch, if_match=expected),
+    )
 
 
 @router.delete("/{type_id}", status_code=204, responses=problem_responses(401, 403, 404, 409, 412))
@@ -120,8 +107,10 @@ async def delete_device_type(
     ] = False,
     if_match: IfMatch = None,
 ) -> Response:
-    async with services.database.session() as session:
-        await registry.delete_device_type(
-            session, services.bus, type_id, force=force, if_match=optional_if_match(if_match)
-        )
-    return Response(status_code=204)
+    return await resource.delete(
+        services,
+        if_match,
+        lambda session, expected: registry.delete_device_type(
+            session, services.bus, type_id, force=force, if_match=expected
+        ),
+    )

@@ -9,19 +9,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from cloud_core import bulk_import, registry
+from cloud_core.api import resource
 from cloud_core.api.deps import OperatorDep, ServicesDep, ViewerDep
 from cloud_core.api.preconditions import (
     IfMatch,
     IfNoneMatch,
     merge_patch_body,
     not_modified,
-    optional_if_match,
     require_merge_patch,
-    required_if_match,
 )
 from cloud_core.point_reads import PointReader
 from cloud_core.schemas.common import (
-    ETAG_HEADER,
     Cursor,
     Limit,
     Page,
@@ -39,6 +37,7 @@ from cloud_core.schemas.devices import (
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
+DEVICE = resource.Resource("device", router.prefix, DevicePublic.of)
 SORT_HELP = "id, name, created_at, updated_at or last_seen; a '-' prefix sorts descending; ties by id"
 
 
@@ -74,16 +73,14 @@ async def list_devices(
     "",
     status_code=201,
     response_model=DevicePublic,
-    responses={201: {"headers": ETAG_HEADER}} | problem_responses(401, 403, 409, 422),
+    responses=resource.etag_responses(201, 401, 403, 409, 422),
 )
 async def create_device(
     data: DeviceCreate, services: ServicesDep, _: OperatorDep, response: Response
 ) -> DevicePublic:
-    async with services.database.session() as session:
-        device = await registry.create_device(session, services.bus, data)
-    response.headers["ETag"] = registry.etag(device.version)
-    response.headers["Location"] = f"{router.prefix}/{device.id}"
-    return DevicePublic.of(device)
+    return await DEVICE.create(
+        services, response, lambda session: registry.create_device(session, services.bus, data)
+    )
 
 
 @router.post(
@@ -110,8 +107,7 @@ async def import_devices(
 @router.get(
     "/{device_id}",
     response_model=DevicePublic,
-    responses={200: {"headers": ETAG_HEADER}, 304: {"description": "If-None-Match names the current ETag"}}
-    | problem_responses(401, 403, 404),
+    responses=resource.read_responses(401, 403, 404),
 )
 async def read_device(
     device_id: str, services: ServicesDep, _: ViewerDep, if_none_match: IfNoneMatch = None
@@ -131,7 +127,7 @@ async def read_device(
 @router.patch(
     "/{device_id}",
     response_model=DevicePublic,
-    responses={200: {"headers": ETAG_HEADER}} | problem_responses(401, 403, 404, 412, 415, 422, 428),
+    responses=resource.etag_responses(200, 401, 403, 404, 412, 415, 422, 428),
     dependencies=[Depends(require_merge_patch)],
     openapi_extra=merge_patch_body("DeviceUpdate"),
 )
@@ -144,17 +140,22 @@ async def update_device(
     if_match: IfMatch = None,
 ) -> DevicePublic:
     """Change a device with a JSON merge patch (RFC 7396); If-Match must carry the ETag of the last GET."""
-    expected = required_if_match(if_match, "device")
-    async with services.database.session() as session:
-        device = await registry.update_device(session, services.bus, device_id, patch, if_match=expected)
-    response.headers["ETag"] = registry.etag(device.version)
-    return DevicePublic.of(device)
+    return await DEVICE.merge_patch(
+        services,
+        response,
+        if_match,
+        lambda session, expected: registry.update_device(
+            session, services.bus, device_id, patch, if_match=expected
+        ),
+    )
 
 
 @router.delete("/{device_id}", status_code=204, responses=problem_responses(401, 403, 404, 412))
 async def delete_device(
     device_id: str, services: ServicesDep, _: OperatorDep, if_match: IfMatch = None
 ) -> Response:
-    async with services.database.session() as session:
-        await registry.delete_device(session, services.bus, device_id, if_match=optional_if_match(if_match))
-    return Response(status_code=204)
+    return await resource.delete(
+        services,
+        if_match,
+        lambda session, expected: registry.delete_device(session, services.bus, device_id, if_match=expected),
+    )

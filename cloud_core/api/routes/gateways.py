@@ -8,18 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from cloud_core import registry
+from cloud_core.api import resource
 from cloud_core.api.deps import OperatorDep, ServicesDep, ViewerDep
-from cloud_core.api.preconditions import (
-    IfMatch,
-    IfNoneMatch,
-    merge_patch_body,
-    not_modified,
-    optional_if_match,
-    require_merge_patch,
-    required_if_match,
-)
+from cloud_core.api.preconditions import IfMatch, IfNoneMatch, merge_patch_body, require_merge_patch
 from cloud_core.schemas.common import (
-    ETAG_HEADER,
     Cursor,
     Limit,
     Page,
@@ -31,6 +23,7 @@ from cloud_core.schemas.gateways import GatewayCreate, GatewayPublic, GatewaySta
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])
 
+GATEWAY = resource.Resource("gateway", router.prefix, GatewayPublic.of)
 SORT_HELP = "id, name, created_at, updated_at or last_seen; a '-' prefix sorts descending; ties by id"
 
 
@@ -56,23 +49,18 @@ async def list_gateways(
     "",
     status_code=201,
     response_model=GatewayPublic,
-    responses={201: {"headers": ETAG_HEADER}} | problem_responses(401, 403, 409, 422),
+    responses=resource.etag_responses(201, 401, 403, 409, 422),
 )
 async def create_gateway(
     data: GatewayCreate, services: ServicesDep, _: OperatorDep, response: Response
 ) -> GatewayPublic:
-    async with services.database.session() as session:
-        row = await registry.create_gateway(session, data)
-    response.headers["ETag"] = registry.etag(row.version)
-    response.headers["Location"] = f"{router.prefix}/{row.id}"
-    return GatewayPublic.of(row)
+    return await GATEWAY.create(services, response, lambda session: registry.create_gateway(session, data))
 
 
 @router.get(
     "/{gateway_id}",
     response_model=GatewayPublic,
-    responses={200: {"headers": ETAG_HEADER}, 304: {"description": "If-None-Match names the current ETag"}}
-    | problem_responses(401, 403, 404),
+    responses=resource.read_responses(401, 403, 404),
 )
 async def read_gateway(
     gateway_id: str,
@@ -81,19 +69,15 @@ async def read_gateway(
     response: Response,
     if_none_match: IfNoneMatch = None,
 ) -> GatewayPublic | Response:
-    async with services.database.session() as session:
-        row = await registry.get_gateway(session, gateway_id)
-    tag = registry.etag(row.version)
-    if not_modified(if_none_match, row.version):
-        return Response(status_code=304, headers={"ETag": tag})
-    response.headers["ETag"] = tag
-    return GatewayPublic.of(row)
+    return await GATEWAY.read(
+        services, response, if_none_match, lambda session: registry.get_gateway(session, gateway_id)
+    )
 
 
 @router.patch(
     "/{gateway_id}",
     response_model=GatewayPublic,
-    responses={200: {"headers": ETAG_HEADER}} | problem_responses(401, 403, 404, 412, 415, 422, 428),
+    responses=resource.etag_responses(200, 401, 403, 404, 412, 415, 422, 428),
     dependencies=[Depends(require_merge_patch)],
     openapi_extra=merge_patch_body("GatewayUpdate"),
 )
@@ -106,11 +90,12 @@ async def update_gateway(
     if_match: IfMatch = None,
 ) -> GatewayPublic:
     """Rename or relabel a gateway with a JSON merge patch; If-Match must carry the ETag of the last GET."""
-    expected = required_if_match(if_match, "gateway")
-    async with services.database.session() as session:
-        row = await registry.update_gateway(session, gateway_id, patch, if_match=expected)
-    response.headers["ETag"] = registry.etag(row.version)
-    return GatewayPublic.of(row)
+    return await GATEWAY.merge_patch(
+        services,
+        response,
+        if_match,
+        lambda session, expected: registry.update_gateway(session, gateway_id, patch, if_match=expected),
+    )
 
 
 @router.delete("/{gateway_id}", status_code=204, responses=problem_responses(401, 403, 404, 409, 412))
@@ -123,8 +108,10 @@ async def delete_gateway(
     ] = False,
     if_match: IfMatch = None,
 ) -> Response:
-    async with services.database.session() as session:
-        await registry.delete_gateway(
-            session, services.bus, gateway_id, force=force, if_match=optional_if_match(if_match)
-        )
-    return Response(status_code=204)
+    return await resource.delete(
+        services,
+        if_match,
+        lambda session, expected: registry.delete_gateway(
+            session, services.bus, gateway_id, force=force, if_match=expected
+        ),
+    )

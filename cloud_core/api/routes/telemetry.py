@@ -81,6 +81,11 @@ def _invalid(detail: str) -> Problem:
     return Problem(422, "Invalid telemetry query", detail, type=_INVALID)
 
 
+def _responses(*problems: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a telemetry route: ``problems``, and 503 while the store is unavailable."""
+    return problem_responses(*problems) | {503: {"description": "the time-series store is unavailable"}}
+
+
 def _store(services: Services) -> TimeSeriesStore:
     store = services.parts.get("tsdb")
     if store is None:
@@ -187,8 +192,7 @@ async def _registered(services: Services, device_id: str) -> None:
 @router.get(
     "/devices/{device_id}/telemetry",
     response_model=DeviceTelemetry,
-    responses=problem_responses(401, 403, 404, 422)
-    | {503: {"description": "the time-series store is unavailable"}},
+    responses=_responses(401, 403, 404, 422),
 )
 async def device_telemetry(
     device_id: str,
@@ -210,8 +214,7 @@ async def device_telemetry(
 @router.get(
     "/telemetry",
     response_model=FleetTelemetry,
-    responses=problem_responses(400, 401, 403, 422)
-    | {503: {"description": "the time-series store is unavailable"}},
+    responses=_responses(400, 401, 403, 422),
 )
 async def fleet_telemetry(
     services: ServicesDep,
@@ -238,8 +241,7 @@ async def fleet_telemetry(
 @router.get(
     "/telemetry/latest",
     response_model=LatestTelemetry,
-    responses=problem_responses(400, 401, 403, 422)
-    | {503: {"description": "the time-series store is unavailable"}},
+    responses=_responses(400, 401, 403, 422),
 )
 async def latest_telemetry(
     services: ServicesDep,
@@ -284,8 +286,7 @@ def _csv_lines(query: TsQuery, device_id: str, columns: list[str], series: dict[
             "content": {"text/csv": {"schema": {"type": "string"}}},
         }
     }
-    | problem_responses(401, 403, 404, 422)
-    | {503: {"description": "the time-series store is unavailable"}},
+    | _responses(401, 403, 404, 422),
 )
 async def device_telemetry_csv(
     device_id: str,
