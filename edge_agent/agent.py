@@ -1,8 +1,9 @@
 """The edge agent: wires southbound transports, pipelines, store, committer and uplink into one process.
 
 ``async with Agent(config) as agent:`` opens the store, replays the crash journal into the pipelines, and
-starts one task per job (committer, window timer, uplink, MQTT southbound) plus the CoAP and status servers and,
-when configured, the local rules and workflows (``Automation``). Leaving the block shuts down in the order that
+starts one task per job (committer, window timer, uplink, MQTT southbound) plus the CoAP and status servers, the
+client that sends commands to devices on the local broker (for the cloud's commands, ``CloudCommands``, and,
+when configured, the local rules and workflows, ``Automation``). Leaving the block shuts down in the order that
 loses nothing: stop accepting input, let the automation finish what it queued, flush open windows (as partial
 aggregates), commit with every loose record sealed, let the uplink drain briefly, publish the offline status,
 close the store.
@@ -18,9 +19,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.cloud_commands import CloudCommands
 from edge_agent.coap_poller import CoapPoller
 from edge_agent.committer import Committer
 from edge_agent.config import AgentConfig
+from edge_agent.device_commands import DeviceCommands
 from edge_agent.http_status import StatusServer
 from edge_agent.ingest import Ingest
 from edge_agent.journal import Journal
@@ -62,6 +65,7 @@ class Agent:
         self.coap_poller: CoapPoller | None = None
         self.status_server: StatusServer | None = None
         self.automation: Automation | None = None
+        self.cloud_commands: CloudCommands | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,9 +115,24 @@ class Agent:
     async def _start(self, automation_files: AutomationFiles | None) -> None:
         cfg = self.config
         self._spawn(self._window_timer(), "window-timer")
+        commands = None
+        if automation_files is not None or cfg.uplink.enabled:
+            commands = await self._stack.enter_async_context(self._device_commands())
         if automation_files is not None:
-            await self._start_automation(automation_files)
+            assert commands is not None
+            await self._start_automation(automation_files, commands)
         if cfg.uplink.enabled:
+            assert commands is not None
+            self.cloud_commands = await self._stack.enter_async_context(
+                CloudCommands(
+                    commands,
+                    self.committer,
+                    ack_timeout=cfg.automation.command_ack_timeout,
+                    device_types=self.ingest.device_types,
+                    clock=self.clock,
+                )
+            )
+            self.metrics.collectors.append(self.cloud_commands.collect)
             self.uplink = Uplink(
                 cfg.uplink,
                 cfg.gateway.id,
@@ -122,6 +141,7 @@ class Agent:
                 self.committer,
                 self.metrics,
                 status=self._status_fields,
+                on_command=self.cloud_commands.receive,
                 clock=self.clock,
             )
             self._spawn(self.uplink.run(), "uplink")
@@ -150,7 +170,9 @@ class Agent:
         log.info("agent stopping", extra={"gateway": self.config.gateway.id})
         if self.southbound is not None:
             await self.southbound.close()
-        await self._stack.aclose()  # status and CoAP servers, then the automation
+        await (
+            self._stack.aclose()
+        )  # status and CoAP servers, cloud commands, the automation, the local client
         uplink_task = next((t for t in self._tasks if t.get_name() == "uplink"), None)
         for task in self._tasks:
             if task is not uplink_task:
@@ -197,11 +219,24 @@ class Agent:
             raise DefinitionError(files.problems)
         return files
 
-    async def _start_automation(self, files: AutomationFiles) -> None:
+    def _device_commands(self) -> DeviceCommands:
+        """The client that sends commands to devices on the local broker, for the automation and the cloud."""
+        local = self.config.southbound.mqtt
+        return DeviceCommands(
+            local.endpoint() if local.enabled else None,
+            client_id=f"{local.client_id or f'fl-agent-{self.config.gateway.id}'}-commands",
+            keepalive=local.keepalive,
+            protocol=local.protocol,
+            clock=self.clock,
+        )
+
+    async def _start_automation(self, files: AutomationFiles, commands: DeviceCommands) -> None:
         from edge_agent.automation import Automation
 
         self.automation = automation = await self._stack.enter_async_context(
-            Automation(self.config, files, self.committer, self.ingest.device_types, clock=self.clock)
+            Automation(
+                self.config, files, self.committer, self.ingest.device_types, commands, clock=self.clock
+            )
         )
         self.metrics.collectors.append(automation.collect)
         self.router.set_tap(automation.feed.point)
@@ -277,6 +312,7 @@ class Agent:
             "uplink_error": self.uplink.last_error if self.uplink else None,
             "coap_sources": [vars(s) for s in self.coap_poller.status] if self.coap_poller else [],
             "automation": self.automation.health() if self.automation is not None else None,
+            "cloud_commands": self.cloud_commands.health() if self.cloud_commands is not None else None,
             **c.describe(),
         }
 

@@ -9,7 +9,8 @@ agent's ``storage.sync``), deploys the configured workflows, and gives both engi
     EdgeHost.emit ─▶ outbox (EventRecord → fl/{gateway}/up/events) and back into the feed
     EdgeHost.send_command / publish ─▶ DeviceCommands ─▶ local broker
 
-Feeding never blocks ingest: the feed is a bounded queue (``automation_feed.py``). Leaving the context stops
+The ``DeviceCommands`` client is the agent's, shared with the commands from the cloud: the agent opens it
+before the automation and closes it after. Feeding never blocks ingest: the feed is a bounded queue (``automation_feed.py``). Leaving the context stops
 the consumer (events still queued are dropped and counted), lets the rule engine finish its queued alerts and
 actions and write its state, stops the workflow instances (they resume from their last saved transition at the
 next start) and closes the store.
@@ -126,6 +127,7 @@ class Automation:
         files: AutomationFiles,
         sink: RecordSink,
         device_types: Mapping[str, str],
+        commands: DeviceCommands,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -135,14 +137,7 @@ class Automation:
         self.sync = config.storage.sync
         self.device_types = device_types
         self.feed = AutomationFeed(self.config.queue_size)
-        local = config.southbound.mqtt
-        self.commands = DeviceCommands(
-            local.endpoint() if local.enabled else None,
-            client_id=f"{local.client_id or f'fl-agent-{config.gateway.id}'}-automation",
-            keepalive=local.keepalive,
-            protocol=local.protocol,
-            clock=clock,
-        )
+        self.commands = commands
         self.host = EdgeHost(self.commands, sink, self.feed, clock)
         self.handled: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -158,7 +153,6 @@ class Automation:
             http = await stack.enter_async_context(httpx.AsyncClient())
             notifiers = self._notifiers(http)
             clock = SystemClock()
-            await stack.enter_async_context(self.commands)
             self.engine = await stack.enter_async_context(
                 Engine(
                     store=SQLiteStore(self.store_path, sync=self.sync),

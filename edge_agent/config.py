@@ -114,9 +114,11 @@ class BackoffConfig(_Model):
 
 
 class UplinkConfig(BrokerConfig):
-    """The cloud broker: batches go up at QoS 1 with a bounded in-flight window."""
+    """The cloud broker: batches go up at QoS 1 with a bounded in-flight window; commands come down on a persistent
+    session that the broker keeps for ``session_expiry`` while the gateway is offline."""
 
     enabled: bool = True
+    session_expiry: Duration = 86400.0
     inflight: int = Field(8, ge=1, le=1000)
     backoff: BackoffConfig = BackoffConfig()
     backfill_after: Duration = 10.0

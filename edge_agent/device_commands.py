@@ -64,6 +64,7 @@ class DeviceCommands:
         self.acks: Counter[str] = Counter()
         self.last_error: str | None = None
         self._link: MqttLink | None = None
+        self._up = asyncio.Event()
         self._pending: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._backoff = Backoff(0.5, 30.0)
@@ -87,6 +88,13 @@ class DeviceCommands:
     def connected(self) -> bool:
         return self._link is not None and self._link.is_connected
 
+    async def wait_connected(self, within: float) -> bool:
+        """Wait up to ``within`` seconds for the connection to the local broker; False if it is not there."""
+        if self.endpoint is not None and not self.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(), within)
+        return self.connected
+
     # ------------------------------------------------------------------ operations
 
     async def send(
@@ -98,15 +106,18 @@ class DeviceCommands:
         command_id: str,
         await_ack: bool,
         ack_timeout: float,
+        expires_at: float | None = None,
+        on_published: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Publish a command; with ``await_ack`` wait for the device's answer. ``ack_timeout`` bounds the whole
-        call (the PUBACK and the answer) and sets ``expires_at``."""
+        call (the PUBACK and the answer) and sets ``expires_at`` unless given; ``on_published`` runs once the
+        local broker acknowledged the publish."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ack_timeout
+        if expires_at is None:
+            expires_at = self.clock() + ack_timeout
         try:
-            body = orjson.dumps(
-                {"id": command_id, "name": name, "params": params, "expires_at": self.clock() + ack_timeout}
-            )
+            body = orjson.dumps({"id": command_id, "name": name, "params": params, "expires_at": expires_at})
         except TypeError as exc:
             raise ActionError("Command.Invalid", f"params cannot be sent: {exc}", retryable=False) from None
         key = (device_id, command_id)
@@ -116,6 +127,8 @@ class DeviceCommands:
         try:
             await self._publish(Topics.device_commands(device_id), body, 1, False, ack_timeout, "Command")
             self.sent += 1
+            if on_published is not None:
+                on_published()
             if answer is None:
                 return {"command_id": command_id, "status": "sent"}
             try:
@@ -185,6 +198,7 @@ class DeviceCommands:
                 await asyncio.sleep(delay)
                 continue
             self._link, self.last_error = link, None
+            self._up.set()
             self._backoff.reset()
             assert link.closed is not None
             try:
@@ -192,6 +206,7 @@ class DeviceCommands:
                 self.last_error = str(reason) if reason else None
             finally:
                 self._link = None
+                self._up.clear()
                 await link.close()
             await asyncio.sleep(self._backoff.next_delay())
 

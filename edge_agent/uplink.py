@@ -5,6 +5,10 @@ with their original sequence numbers (the cloud drops duplicates by ``(gateway, 
 longer than ``backfill_after`` go up marked as backfill. The gateway's retained status on
 ``fl/{gateway}/up/status`` says online on connect, and the broker publishes the last will (offline) when the
 agent vanishes.
+
+The session is persistent (``clean_start`` false, ``uplink.session_expiry``): with an ``on_command`` handler the
+link subscribes to ``fl/{gateway}/down/commands`` at QoS 1, and commands the cloud sent while the gateway was
+offline arrive when it reconnects. The handler acknowledges each command (manual PUBACK) when it is done with it.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from edge_agent.committer import Committer
 from edge_agent.config import UplinkConfig
 from edge_agent.errors import LinkError, LinkRefused
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqtt_link import MqttLink, Will
+from edge_agent.mqtt_link import Message, MqttLink, Will
 from edge_agent.outbox import Outbox, StoredBatch
 from edge_agent.store import StoreThread
 from fieldline.wire import Topics, encode_batch, uplink_topic
 
 log = logging.getLogger(__name__)
+
+CommandHandler = Callable[[Message, Callable[[Message], None]], None]
+"""Receives a message from ``fl/{gateway}/down/commands`` and the function that acknowledges it."""
 
 
 class Uplink:
@@ -44,6 +51,7 @@ class Uplink:
         metrics: AgentMetrics,
         *,
         status: Callable[[], dict[str, Any]],
+        on_command: CommandHandler | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -53,6 +61,7 @@ class Uplink:
         self.committer = committer
         self.metrics = metrics
         self.status = status
+        self.on_command = on_command
         self.clock = clock
         self.link: MqttLink | None = None
         self.connected = False
@@ -64,14 +73,24 @@ class Uplink:
 
     def _new_link(self) -> MqttLink:
         offline = orjson.dumps({"state": "offline", "gateway": self.gateway_id})
-        return MqttLink(
+        handler = self.on_command
+
+        def command(message: Message) -> None:
+            assert handler is not None
+            handler(message, link.ack)
+
+        link = MqttLink(
             self.config.endpoint(),
             client_id=self.config.client_id or f"fl-gw-{self.gateway_id}",
-            clean_start=True,
+            clean_start=False,
+            session_expiry=int(self.config.session_expiry),
             keepalive=self.config.keepalive,
             protocol=self.config.protocol,
             will=Will(Topics.up_status(self.gateway_id), offline, qos=1, retain=True),
+            on_message=command if handler is not None else None,
+            manual_ack=handler is not None,
         )
+        return link
 
     async def run(self) -> None:
         """Connect, drain, and reconnect with jittered exponential backoff, until cancelled."""
@@ -95,6 +114,8 @@ class Uplink:
             connected_at = time.monotonic()
             log.info("uplink connected", extra={"endpoint": str(link.endpoint)})
             try:
+                if self.on_command is not None:
+                    await link.subscribe([(Topics.down_commands(self.gateway_id), 1)])
                 await self._publish_status(link, "online")
                 await self._drain(link)
             except LinkError as exc:
