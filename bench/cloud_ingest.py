@@ -229,6 +229,16 @@ def with_server(result: dict[str, Any], server_cpu: float) -> dict[str, Any]:
 
 
 def victoria_bare(url: str, bodies: list[bytes], points: int) -> dict[str, Any]:
+    """Only the server: POSTs of line protocol encoded before the clock starts."""
+    return _post_all(url, lambda: bodies, points)
+
+
+def victoria_bare_encoding(url: str, chunks: list[Any], points: int) -> dict[str, Any]:
+    """A bare writer that starts from values in memory: encodes line protocol, then POSTs it."""
+    return _post_all(url, lambda: [encode(chunk) for chunk in chunks], points)
+
+
+def _post_all(url: str, make_bodies: Any, points: int) -> dict[str, Any]:
     host, port = url.removeprefix("http://").split(":")
     local = threading.local()
 
@@ -244,7 +254,7 @@ def victoria_bare(url: str, bodies: list[bytes], points: int) -> dict[str, Any]:
 
     with ThreadPoolExecutor(2) as pool:
         started, cpu = time.perf_counter(), time.process_time()
-        list(pool.map(post, bodies))
+        list(pool.map(post, make_bodies()))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return rates(points, seconds, cpu)
 
@@ -322,9 +332,9 @@ def main() -> None:
             try:
                 warm = payloads(args.devices, 5, start - 7200, seed=2)  # register every series first
                 victoria_store(url, warm)
-                store_rounds, bare_rounds = [], []
+                store_rounds, bare_rounds, encoding_rounds = [], [], []
                 for r in range(args.rounds):
-                    shift = (2 * r + 1) * (args.seconds + 60)
+                    shift = (3 * r + 1) * (args.seconds + 60)
                     ours = payloads(args.devices, args.seconds, start - 86400 + shift, seed=10 + r)
                     theirs = payloads(
                         args.devices, args.seconds, start - 86400 + shift + args.seconds + 30, seed=20 + r
@@ -339,6 +349,26 @@ def main() -> None:
                     bare_rounds.append(
                         with_server(victoria_bare(url, bodies, points), cpu_of(proc.pid) - before)
                     )
+                    again = [
+                        p
+                        for payload in payloads(
+                            args.devices,
+                            args.seconds,
+                            start - 86400 + shift + 2 * (args.seconds + 30),
+                            seed=30 + r,
+                        )
+                        for p in points_from_batch(decode_batch(payload))
+                    ]
+                    chunks = [
+                        again[i : i + POINTS_PER_REQUEST] for i in range(0, len(again), POINTS_PER_REQUEST)
+                    ]
+                    before = cpu_of(proc.pid)
+                    encoding_rounds.append(
+                        with_server(
+                            victoria_bare_encoding(url, chunks, sum(len(p.values) for p in again)),
+                            cpu_of(proc.pid) - before,
+                        )
+                    )
                     before = cpu_of(proc.pid)
                     store_rounds.append(with_server(victoria_store(url, ours), cpu_of(proc.pid) - before))
                     print(
@@ -348,18 +378,20 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(30)
-            store, bare = best(store_rounds), best(bare_rounds)
+            store, bare, encoding = best(store_rounds), best(bare_rounds), best(encoding_rounds)
             ratio = store["points_per_s"] / bare["points_per_s"]
             cpu_ratio = store["points_per_total_cpu_s"] / bare["points_per_total_cpu_s"]
             result["victoriametrics"] = {
                 "server_cpus": sorted(others) if args.cpu >= 0 else "all",
                 "store": store,
                 "bare_line_protocol_post": bare,
+                "bare_writer_encoding_line_protocol": encoding,
+                "store_vs_bare_encoding_writer": round(store["points_per_s"] / encoding["points_per_s"], 3),
                 "store_vs_bare": round(ratio, 3),
                 "store_vs_bare_per_total_cpu_second": round(cpu_ratio, 3),
                 "target_ratio": 0.6,
                 "target_met": ratio >= 0.6,
-                "rounds": {"store": store_rounds, "bare": bare_rounds},
+                "rounds": {"store": store_rounds, "bare": bare_rounds, "bare_encoding": encoding_rounds},
             }
 
     text = json.dumps(result, indent=2)
