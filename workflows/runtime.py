@@ -191,6 +191,9 @@ class Engine:
         self._timer_task = asyncio.create_task(self._timers.run(), name="workflow-timers")
         for instance in sorted(resume, key=lambda i: i.created_at):
             self._spawn(instance)
+        for instance in list(self.instances.values()):
+            if instance.status is Status.WAITING and instance.join is not None:
+                await self.steps.resume_join(instance)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -443,8 +446,7 @@ class Engine:
         task = self._tasks.pop(instance_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})  # awaiting the task itself would swallow a cancellation of the caller
 
     def background(self, coro: Any) -> None:
         """Run a coroutine the engine does not wait for (event fan-out), keeping a reference until it ends."""

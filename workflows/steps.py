@@ -526,18 +526,20 @@ class Stepper:
         join.running.remove(child.id)
         workflow, state = self.state_of(parent)
         if child.status is not Status.SUCCEEDED:
-            await self.engine.save(child)
-            await self.cancel_children(parent)
+            # take the join before anything awaits: a sibling that ends meanwhile has nobody to report to
             parent.join = None
             parent.status = Status.RUNNING
+            token = parent.attempt_token
+            await self.engine.save(child)
+            await self._cancel_running(join)
             error = child.error or {"error": BRANCH_FAILED, "cause": child.status.value}
             err = ActionError(
                 BRANCH_FAILED,
                 f"branch {child.branch} {child.status.value}: {error.get('error')}: {error.get('cause', '')}",
                 details={"branch": child.branch, **error},
             )
-            await self.engine._stop_task(parent.id)
-            self.engine._spawn(parent, lambda: self.fail_state(parent, workflow, state, err))
+            if self._still_owned(parent, token):
+                self.engine._spawn(parent, lambda: self.fail_state(parent, workflow, state, err))
             return
         join.results[child.branch or 0] = child.output
         launched = []
@@ -550,12 +552,35 @@ class Stepper:
             for new in launched:
                 self._launch(new)
             return
-        await self.engine.save(child)
         results = [join.results.get(i) for i in range(join.total)]
         parent.join = None
         parent.wait = None
         parent.status = Status.RUNNING
-        self.engine._spawn(parent, lambda: self._joined(parent, state, results))
+        token = parent.attempt_token
+        await self.engine.save(child)
+        if self._still_owned(parent, token):
+            self.engine._spawn(parent, lambda: self._joined(parent, state, results))
+
+    async def resume_join(self, parent: Instance) -> None:
+        """After a restart: report to a parent the children that ended before it was saved again (a child is
+        saved when it ends, its parent when it moves on)."""
+        ended = []
+        for child_id in parent.join.running if parent.join is not None else []:
+            child = None if child_id in self.engine.instances else await self.engine.store.get(child_id)
+            if child is not None and child.status.terminal:
+                ended.append(child)
+        # a branch cancelled because a sibling failed is reported after that sibling
+        for child in sorted(ended, key=lambda c: c.status is Status.CANCELLED):
+            await self._child_finished(child)
+
+    def _still_owned(self, parent: Instance, token: int) -> bool:
+        """Whether a parent whose join a child took is still the child's to resume: an instance timeout or a
+        cancellation may have taken it over while the child awaited."""
+        return (
+            self.engine.instances.get(parent.id) is parent
+            and parent.attempt_token == token
+            and not self.engine._executing(parent.id)
+        )
 
     async def _joined(self, instance: Instance, state: CompiledState, results: list[Any]) -> None:
         spec = state.spec
@@ -567,9 +592,13 @@ class Stepper:
         await self.advance(instance, state)
 
     async def cancel_children(self, instance: Instance) -> None:
-        join = instance.join
-        if join is None:
-            return
+        """Cancel the children an instance waits for. The join is taken before anything awaits, so a child that
+        ends meanwhile reports to nobody."""
+        join, instance.join = instance.join, None
+        if join is not None:
+            await self._cancel_running(join)
+
+    async def _cancel_running(self, join: Join) -> None:
         for child_id in list(join.running):
             child = self.engine.instances.get(child_id)
             if child is not None:

@@ -643,6 +643,52 @@ async def test_a_workflow_loads_from_the_store_after_a_restart(tmp_path: Path) -
         assert (await h.view(iid)).instance.state == "listen"
 
 
+BRANCHES = """
+id: branches
+start_at: fan
+states:
+  fan:
+    type: parallel
+    branches:
+      - {start_at: wait, states: {wait: {type: wait, event: {type: go}, end: true}}}
+      - {start_at: wait, states: {wait: {type: wait, event: {type: go}, end: true}}}
+    catch: [{errors: [States.BranchFailed], next: caught}]
+    end: true
+  caught: {type: succeed, output: "{{ error.details.error }}"}
+"""
+
+
+@pytest.mark.parametrize("ending", ["terminated", "succeeded"])
+async def test_a_branch_that_ended_just_before_a_restart_is_reported_to_its_parent(ending: str) -> None:
+    # a branch is saved when it ends, its parent only when it moves on: a restart in between must resume it
+    store = MemoryStore()
+    clock = FakeClock(T0)
+    async with engine_harness(store=store, clock=clock) as h:
+        await h.deploy(BRANCHES)
+        iid = await h.engine.start("branches", {})
+        await h.run()
+        first, second = f"{iid}/fan.0.0.0", f"{iid}/fan.0.0.1"
+        if ending == "terminated":
+            await h.engine.cancel(second, "operator", terminate=True)
+        else:
+            await h.engine.signal(first, Event("go"))
+            await h.run()
+            await h.engine.signal(second, Event("go"))
+            await asyncio.sleep(0)  # the branch runs to its end; its parent's next step is not run yet
+        assert (await store.get(second)).status.value == ending  # type: ignore[union-attr]
+        assert (await store.get(iid)).status is Status.WAITING  # type: ignore[union-attr]
+    async with engine_harness(store=store, clock=clock, ids=counter_ids("j")) as h:
+        await h.run()
+        view = await h.view(iid)
+        assert view.instance.status is Status.SUCCEEDED
+        if ending == "terminated":
+            assert view.instance.output == "Workflow.Terminated"
+            assert (await h.view(first)).instance.status is Status.CANCELLED
+        else:
+            assert view.instance.output == [{"type": "go", "data": {}}] * 2
+        assert h.engine.instances == {}
+
+
 # --- signals and events racing the instance's own step -------------------------------------------------
 
 RACE = """

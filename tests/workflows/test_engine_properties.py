@@ -11,7 +11,6 @@ coherent error and an ordered history, and nothing may be lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import random
 from collections.abc import Callable, Sequence
@@ -383,6 +382,15 @@ class FlakyNotifier(RecordingNotifier):
 # --- the driver -----------------------------------------------------------------------------------------
 
 
+def unsettled(instance: Instance, now: float) -> bool:
+    """Running, or waiting for a deadline that has passed (its timer has yet to fire)."""
+    if instance.status is Status.RUNNING:
+        return True
+    wait = instance.wait
+    overdue = wait is not None and wait.deadline is not None and wait.deadline <= now
+    return overdue or (instance.deadline is not None and instance.deadline <= now)
+
+
 class Livelock(AssertionError):
     """An instance keeps saving while the clock stands still: it spins without end."""
 
@@ -459,28 +467,30 @@ class Run:
         self.engine = await self.open_engine().__aenter__()
         assert before <= set(self.store.instances)
 
-    async def _pump(self) -> None:
-        """Move the clock to the end of each slow command in flight: the driver waits for it to finish."""
-        while True:
+    async def _pump(self, stop: asyncio.Event) -> None:
+        """Move the clock to the end of each slow command in flight (the driver waits for it to finish), until
+        ``stop`` is set; a clock step is never cut short, or sleepers it has passed would be left asleep."""
+        while not stop.is_set():
             await self.clock.settle()
             if self.host.slow:
                 await self.clock.advance_to(min(self.host.slow))
 
     async def quiesce(self) -> None:
-        """``engine.idle()``, then let due timers fire, until no instance is running (or, for one that nothing
-        drives any more, until rounds stop saving anything: the invariants then report it)."""
+        """``engine.idle()``, then let due timers fire, until no instance is running or overdue (or, for one
+        that nothing drives any more, until rounds stop saving anything: the invariants then report it)."""
         still = 0
         while still < 10:
             saves = self.store.saves
-            pump = asyncio.ensure_future(self._pump())
+            stop = asyncio.Event()
+            pump = asyncio.ensure_future(self._pump(stop))
             try:
                 await self.engine.idle()
             finally:
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
+                stop.set()
+                await pump
             await self.clock.settle()
-            if all(i.status is not Status.RUNNING for i in self.engine.instances.values()):
+            now = self.clock.now()
+            if not any(unsettled(i, now) for i in self.engine.instances.values()):
                 return
             still = still + 1 if self.store.saves == saves else 0
 
@@ -547,6 +557,9 @@ class Run:
             live = engine.instances.get(instance_id)
             status = saved.status
             assert status is not Status.RUNNING, f"{instance_id} is still running when the engine is idle"
+            assert live is None or not unsettled(live, self.clock.now()), (
+                f"{instance_id}: a deadline never fired"
+            )
             view = await engine.get(instance_id)
             stamps = [entry.ts for entry in view.history]
             assert stamps == sorted(stamps), f"{instance_id}: history goes back in time"

@@ -284,6 +284,87 @@ async def test_parallel_first_failure_cancels_siblings_and_is_caught() -> None:
         assert h.engine.instances == {}
 
 
+FAILING = "{start_at: w, states: {w: {type: task, timeout: 60, actions: [{type: log, message: x}], next: f}, f: {type: fail}}}"
+NESTED = f"""
+id: nested
+start_at: fan
+states:
+  fan:
+    type: parallel
+    branches:
+      - start_at: inner
+        states:
+          inner:
+            type: parallel
+            branches: [{FAILING}, {FAILING}]
+            retry: [{{max_attempts: 2, interval: 10}}]
+            end: true
+      - {FAILING}
+    end: true
+"""
+
+
+async def test_a_branch_cancelled_while_its_own_branches_fail_stays_cancelled() -> None:
+    # the outer failure cancels the inner parallel while one of its branches is stopping its sibling
+    async with engine_harness() as h:
+        await h.deploy(NESTED)
+        iid = await h.engine.start("nested", {})
+        await h.run()
+        statuses = {i.id.removeprefix(iid): i.status for i in await h.engine.list()}
+        assert statuses == {
+            "": Status.FAILED,
+            "/fan.0.0.0": Status.CANCELLED,
+            "/fan.0.0.0/inner.0.0.0": Status.CANCELLED,
+            "/fan.0.0.0/inner.0.0.1": Status.FAILED,
+            "/fan.0.0.1": Status.FAILED,
+        }
+        assert h.engine.instances == {}
+
+
+SIMULTANEOUS = """
+id: simultaneous
+start_at: fan
+states:
+  fan:
+    type: parallel
+    branches:
+      - {start_at: f, states: {f: {type: fail}}}
+      - {start_at: s, states: {s: {type: succeed}}}
+      - {start_at: f, states: {f: {type: fail}}}
+    retry: [{max_attempts: 3, interval: 10}]
+    end: true
+"""
+
+
+async def test_branches_that_fail_at_once_fail_the_parallel_once() -> None:
+    # the second failure arrives while the first is cancelling the siblings: it must not fail the state again
+    async with engine_harness() as h:
+        await h.deploy(SIMULTANEOUS)
+        iid = await h.engine.start("simultaneous", {})
+        await h.run()
+        view = await h.view(iid)
+        assert view.instance.status is Status.WAITING
+        assert view.instance.attempt == 1
+        await h.run(10)
+        await h.run(20)
+        view = await h.view(iid)
+        assert view.instance.status is Status.FAILED
+        assert view.instance.error is not None
+        assert view.instance.error["error"] == "States.BranchFailed"
+        assert kinds(view.history) == [
+            "started",
+            "entered",
+            *["fork", "waiting", "timer"] * 2,
+            "fork",
+            "failed",
+        ]
+        children = [c for c in await h.engine.list() if c.parent_id == iid]
+        assert len(children) == 9
+        assert all(c.status.terminal and c.error is not None for c in children)
+        assert all(c.error["error"] != "Engine.Fault" for c in children if c.error is not None)
+        assert h.engine.instances == {}
+
+
 # --- map -----------------------------------------------------------------------------------------------
 
 MAP = """
