@@ -386,11 +386,10 @@ class Engine:
             if stored is None:
                 raise InstanceNotFound(instance_id)
             raise InstanceStateError(instance_id, f"has already {stored.status.value}")
-        await self._stop_task(instance_id)
-        await self.steps.cancel_children(instance)
         status = Status.TERMINATED if terminate else Status.CANCELLED
         error = {"error": f"Workflow.{status.value.capitalize()}", "cause": reason or "by request"}
-        await self.steps.finish(instance, status, error=error)
+        if not await self.steps.stop(instance, status, error):
+            raise InstanceStateError(instance_id, f"has already {instance.status.value}")
 
     async def get(self, instance_id: str) -> InstanceView:
         """An instance (live or stored) with its full history."""

@@ -480,6 +480,8 @@ class Stepper:
         instance.status = Status.WAITING
         instance.wait = wait
         self.engine.record(instance, "fork", {"children": total})
+        for child in children:  # live before the save: a cancellation meanwhile finds and ends them
+            self.engine.instances[child.id] = child
         await self.engine.save(instance, *children)
         for child in children:
             self._launch(child)
@@ -548,9 +550,12 @@ class Stepper:
             join.running.append(launched[0].id)
             join.next_item += 1
         if join.running:
-            await self.engine.save(child, parent, *launched)
             for new in launched:
-                self._launch(new)
+                self.engine.instances[new.id] = new
+            await self.engine.save(child, parent, *launched)
+            if parent.join is join:  # not cancelled while saving
+                for new in launched:
+                    self._launch(new)
             return
         results = [join.results.get(i) for i in range(join.total)]
         parent.join = None
@@ -602,15 +607,24 @@ class Stepper:
         for child_id in list(join.running):
             child = self.engine.instances.get(child_id)
             if child is not None:
-                await self.engine._stop_task(child_id)
-                await self.cancel_children(child)
-                await self.finish(
-                    child,
-                    Status.CANCELLED,
-                    error={"error": "Workflow.Cancelled", "cause": "sibling or parent ended"},
-                    notify_parent=False,
-                )
+                error = {"error": "Workflow.Cancelled", "cause": "sibling or parent ended"}
+                await self.stop(child, Status.CANCELLED, error, notify_parent=False)
         join.running.clear()
+
+    async def stop(
+        self, instance: Instance, status: Status, error: dict[str, Any], *, notify_parent: bool = True
+    ) -> bool:
+        """End an instance wherever it is (its branches too) with ``status``; False when it ended on its own
+        while this awaited."""
+        engine = self.engine
+        await engine._stop_task(instance.id)
+        await self.cancel_children(instance)
+        while instance.id in engine._tasks:  # an event or a timer woke it while this awaited
+            await engine._stop_task(instance.id)
+        if engine.instances.get(instance.id) is not instance:
+            return False
+        await self.finish(instance, status, error=error, notify_parent=notify_parent)
+        return True
 
     # --- ends -----------------------------------------------------------------------------------------
 

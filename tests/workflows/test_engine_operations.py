@@ -218,6 +218,66 @@ async def test_cancel_unknown_and_finished_instances() -> None:
             await h.engine.cancel(iid)
 
 
+PAIR = """
+id: pair
+start_at: fan
+states:
+  fan:
+    type: parallel
+    branches:
+      - {start_at: listen, states: {listen: {type: wait, event: {type: go}, end: true}}}
+      - {start_at: listen, states: {listen: {type: wait, event: {type: go}, end: true}}}
+    end: true
+"""
+ENDS = {"succeeded", "failed", "cancelled", "terminated"}
+
+
+@pytest.mark.parametrize("target", ["parent", "sibling"])
+async def test_a_cancellation_racing_an_event_ends_each_instance_once(target: str) -> None:
+    """Cancel (the parent, or the other branch) while an event reaches a branch, after a different number of
+    loop turns each time: whichever wins, every instance ends exactly once."""
+    async with engine_harness() as h:
+        await h.deploy(PAIR)
+        for turns in range(16):
+            iid = await h.engine.start("pair", {})
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            first, second = f"{iid}/fan.0.0.0", f"{iid}/fan.0.0.1"
+            await asyncio.gather(
+                h.engine.cancel(iid if target == "parent" else second, "race"),
+                h.engine.signal(first, Event("go")),
+                return_exceptions=True,
+            )
+            await h.run()
+            for instance_id in (iid, first, second):
+                view = await h.view(instance_id)
+                ends = [kind for kind in kinds(view.history) if kind in ENDS]
+                assert ends == [view.instance.status.value], (turns, instance_id, kinds(view.history))
+        assert h.engine.instances == {}
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+async def test_cancelling_a_fork_at_any_point_leaves_no_branch_behind(
+    tmp_path: Path, store_kind: str
+) -> None:
+    """Cancel after a different number of loop turns each time, so that some cancellations land while the
+    parallel state is saving its branches."""
+    store = MemoryStore() if store_kind == "memory" else SQLiteStore(tmp_path / "wf.db")
+    async with engine_harness(store=store) as h:
+        await h.deploy(PAIR)
+        for turns in range(40):
+            iid = await h.engine.start("pair", {})
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await h.engine.cancel(iid, "now")
+        await h.run()
+        instances = await h.engine.list(limit=1000)
+        assert len([i for i in instances if i.parent_id is None]) == 40
+        assert len(instances) > 40  # most were cancelled after their fork
+        assert {i.status for i in instances} == {Status.CANCELLED}
+        assert h.engine.instances == {}
+
+
 # --- signals -------------------------------------------------------------------------------------------
 
 
