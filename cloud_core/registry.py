@@ -570,16 +570,17 @@ async def set_gateway_status(
     agent_version: str | None = None,
     config_version: str | None = None,
     seen_at: datetime | None = None,
+    keep_last_seen: bool = False,
 ) -> bool:
     """Record what a gateway reported (``online``/``offline``, from its retained status or last will),
     registering an unknown gateway. ``gateway.online``/``gateway.offline`` is queued when the status changed;
     returns whether it did. Versions given as None keep their stored value; ``last_seen`` becomes ``seen_at``
-    (default: now). Safe against concurrent reports: the change is a conditional UPDATE, so only one writer
+    (default: now), or stays as it is with ``keep_last_seen``. Safe against concurrent reports: the change is a conditional UPDATE, so only one writer
     sees it."""
     if status not in ("online", "offline"):
         raise ValueError(f"gateway status must be online or offline, not {status!r}")
     table = Gateway.__table__
-    observed: dict[str, Any] = {"last_seen": seen_at or utcnow()}
+    observed: dict[str, Any] = {} if keep_last_seen else {"last_seen": seen_at or utcnow()}
     if agent_version is not None:
         observed["agent_version"] = agent_version
     if config_version is not None:
@@ -594,7 +595,8 @@ async def set_gateway_status(
         )
     ).first()
     if changed is None:
-        await session.execute(update(table).where(table.c.id == gateway_id).values(**observed))
+        if observed:
+            await session.execute(update(table).where(table.c.id == gateway_id).values(**observed))
         return False
     data = GatewayPublic.of(changed).model_dump(mode="json")  # type: ignore[arg-type]
     queue_event(session, bus, GATEWAY_ONLINE if status == "online" else GATEWAY_OFFLINE, data)
