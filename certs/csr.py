@@ -14,6 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from certs.errors import CertificateFileError, CsrRejected
 from certs.keys import PrivateKey, describe_key
+from fieldline.wire import valid_id
 
 ACCEPTED_CURVES = ("secp256r1", "secp384r1")
 MIN_RSA_BITS = 2048
@@ -41,6 +42,11 @@ def check_csr(csr: x509.CertificateSigningRequest, *, expected_cn: str) -> None:
         raise CsrRejected(
             f"the CSR's subject {csr.subject.rfc4514_string()!r} has {len(names)} common names; "
             f"expected exactly CN={expected_cn}"
+        )
+    if not valid_id(expected_cn):
+        raise CsrRejected(
+            f"the expected common name {expected_cn!r} is not a valid Fieldline id (letters, digits, '.', '_', ':', "
+            "'-', at most 128, starting with a letter or digit); it becomes the MQTT username in ACL topic patterns"
         )
     if names[0].value != expected_cn:
         raise CsrRejected(f"the CSR's subject CN is {names[0].value!r}; expected {expected_cn!r}")

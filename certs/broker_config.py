@@ -1,0 +1,165 @@
+"""The Mosquitto 2 configuration of the cloud broker: one TLS listener that requires a client certificate and
+takes its CN as the username, and a pattern-based ACL that keeps every gateway on its own topics.
+
+ACL (``acl`` beside ``mosquitto.conf``)::
+
+    pattern write fl/%u/up/#          a gateway publishes only under its own id
+    pattern read  fl/%u/down/#        and subscribes (and receives) only its own downlink
+    user <cloud client>               the cloud core's certificate CN
+    topic read  fl/+/up/#             every gateway's uplink, directly ...
+    topic read  $share/+/fl/+/up/#    ... or through shared subscriptions (Mosquitto 2.0 checks the full filter)
+    topic write fl/+/down/#           every gateway's configuration and commands
+
+Mosquitto denies anything no line grants, so a gateway reaching another gateway's topics gets nothing: its
+publishes are dropped, its subscriptions receive nothing. A gateway's local topics (``devices/...``) live on the
+gateway's own local broker and never pass through this one.
+
+Files written in the output directory: ``mosquitto.conf``, ``acl``, ``chain.pem`` (the ``cafile``), ``crl.pem``,
+``broker.pem`` (server certificate then intermediate) and ``broker.key``, ``<cloud client>.pem``/``.key`` (the cloud
+core's MQTT client certificate). Existing certificates are kept while they chain to the CA."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from ipaddress import ip_address
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certs.authority import CertificateAuthority
+from certs.errors import CertificateFileError
+from certs.keys import load_certificates, write_atomic, write_pem, write_private_key
+
+DEFAULT_CLOUD_CLIENT = "fieldline-cloud"
+DEFAULT_SERVER_SANS: tuple[x509.GeneralName, ...] = (
+    x509.DNSName("localhost"),
+    x509.IPAddress(ip_address("127.0.0.1")),
+)
+
+
+@dataclass(frozen=True)
+class BrokerLayout:
+    """Where ``write_broker_config`` put each file."""
+
+    directory: Path
+    cloud_client: str = DEFAULT_CLOUD_CLIENT
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+    @property
+    def acl(self) -> Path:
+        return self.directory / "acl"
+
+    @property
+    def cafile(self) -> Path:
+        return self.directory / "chain.pem"
+
+    @property
+    def crlfile(self) -> Path:
+        return self.directory / "crl.pem"
+
+    @property
+    def certfile(self) -> Path:
+        return self.directory / "broker.pem"
+
+    @property
+    def keyfile(self) -> Path:
+        return self.directory / "broker.key"
+
+    @property
+    def cloud_certfile(self) -> Path:
+        return self.directory / f"{self.cloud_client}.pem"
+
+    @property
+    def cloud_keyfile(self) -> Path:
+        return self.directory / f"{self.cloud_client}.key"
+
+
+def acl_rules(cloud_client: str = DEFAULT_CLOUD_CLIENT) -> str:
+    """The ACL file's text (see the module docstring)."""
+    return (
+        "# Fieldline broker ACL (written by `fieldline certs broker-config`).\n"
+        "# The username is the client certificate's CN (use_identity_as_username): a gateway's id.\n"
+        "# A gateway publishes only its own uplink and reads only its own downlink.\n"
+        "pattern write fl/%u/up/#\n"
+        "pattern read fl/%u/down/#\n"
+        "\n"
+        "# The cloud core: every uplink (directly or through shared subscriptions), every downlink.\n"
+        f"user {cloud_client}\n"
+        "topic read fl/+/up/#\n"
+        "topic read $share/+/fl/+/up/#\n"
+        "topic write fl/+/down/#\n"
+    )
+
+
+def mosquitto_config(layout: BrokerLayout, *, port: int = 8883, bind: str | None = None) -> str:
+    """The ``mosquitto.conf`` text for ``layout`` (absolute paths, so it runs from any directory)."""
+    d = layout.directory.resolve()
+    listen = f"listener {port} {bind}" if bind else f"listener {port}"
+    return (
+        "# Fieldline cloud broker (written by `fieldline certs broker-config`): mutual TLS, identity = certificate CN.\n"
+        "# After replacing crl.pem, restart the broker: Mosquitto 2.0 re-reads only certfile/keyfile on SIGHUP\n"
+        "# (see docs/security.md); `fieldline certs crl-sync` does this.\n"
+        "per_listener_settings false\n"
+        "allow_anonymous false\n"
+        f"acl_file {d / layout.acl.name}\n"
+        "\n"
+        f"{listen}\n"
+        f"cafile {d / layout.cafile.name}\n"
+        f"certfile {d / layout.certfile.name}\n"
+        f"keyfile {d / layout.keyfile.name}\n"
+        f"crlfile {d / layout.crlfile.name}\n"
+        "require_certificate true\n"
+        "use_identity_as_username true\n"
+        "tls_version tlsv1.2\n"
+    )
+
+
+def write_broker_config(
+    ca: CertificateAuthority,
+    out: Path,
+    *,
+    crl: x509.CertificateRevocationList,
+    port: int = 8883,
+    bind: str | None = None,
+    server_name: str = "broker",
+    server_sans: Sequence[x509.GeneralName] = DEFAULT_SERVER_SANS,
+    cloud_client: str = DEFAULT_CLOUD_CLIENT,
+    now: datetime | None = None,
+) -> BrokerLayout:
+    """Write the broker's configuration, ACL, chain and CRL into ``out``; issue the broker's server certificate
+    and the cloud core's client certificate unless valid ones from this CA are already there."""
+    layout = BrokerLayout(out, cloud_client)
+    now = now or datetime.now(UTC)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(layout.cafile, ca.chain_pem(), 0o644)
+    write_atomic(layout.crlfile, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+    if not _usable(layout.certfile, layout.keyfile, ca, now):
+        cert, key = ca.issue_server(server_name, server_sans, now=now)
+        write_private_key(layout.keyfile, key)
+        write_pem(layout.certfile, cert, ca.certificate)
+    if not _usable(layout.cloud_certfile, layout.cloud_keyfile, ca, now):
+        cert, key = ca.issue_client(cloud_client, validity=ca.certificate.not_valid_after_utc - now, now=now)
+        write_private_key(layout.cloud_keyfile, key)
+        write_pem(layout.cloud_certfile, cert)
+    write_atomic(layout.acl, acl_rules(cloud_client).encode(), 0o644)
+    write_atomic(layout.config, mosquitto_config(layout, port=port, bind=bind).encode(), 0o644)
+    return layout
+
+
+def _usable(cert_file: Path, key_file: Path, ca: CertificateAuthority, now: datetime) -> bool:
+    """An existing certificate is kept when its key is beside it, the intermediate issued it and it is current."""
+    if not (cert_file.exists() and key_file.exists()):
+        return False
+    try:
+        cert = load_certificates(cert_file)[0]
+    except CertificateFileError:
+        return False
+    return (
+        cert.issuer == ca.certificate.subject and cert.not_valid_before_utc <= now < cert.not_valid_after_utc
+    )

@@ -1,0 +1,105 @@
+"""The broker configuration `fieldline certs broker-config` writes, run by a real Mosquitto: mutual TLS, the CN
+as username, and the pattern ACL that keeps each gateway on its own topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from certs import CertificateAuthority
+from tests.tlskit import TlsMosquitto, make_ca, mqtt_client, refused, tls_mosquitto, write_client
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return make_ca(tmp_path / "ca")
+
+
+@pytest.fixture
+def broker(tmp_path: Path, ca: CertificateAuthority) -> Iterator[TlsMosquitto]:
+    yield from tls_mosquitto(tmp_path / "broker", ca)
+
+
+async def _drain(client: aiomqtt.Client, marker: str) -> list[tuple[str, bytes]]:
+    """Messages received until the one on topic ``marker`` (published last, so everything before it has been
+    routed: Mosquitto keeps per-client order)."""
+    got: list[tuple[str, bytes]] = []
+    async with asyncio.timeout(10):
+        async for message in client.messages:
+            if message.topic.value == marker:
+                return got
+            got.append((message.topic.value, bytes(message.payload)))  # type: ignore[arg-type]
+    return got
+
+
+async def test_gateway_telemetry_reaches_the_cloud_directly_and_through_a_shared_subscription(
+    tmp_path: Path, ca: CertificateAuthority, broker: TlsMosquitto
+) -> None:
+    gateway = write_client(ca, tmp_path / "clients", "gw-1")
+    async with (
+        mqtt_client(broker, broker.cloud_files(), "cloud-direct") as direct,
+        mqtt_client(broker, broker.cloud_files(), "cloud-shared") as shared,
+        mqtt_client(broker, gateway, "gw-1") as gw,
+    ):
+        await direct.subscribe("fl/+/up/#", qos=1)
+        await shared.subscribe("$share/ingest/fl/+/up/#", qos=1)
+        await gw.publish("fl/gw-1/up/telemetry", b"point", qos=1)
+        await gw.publish("fl/gw-1/up/status", b"end", qos=1)
+        assert await _drain(direct, "fl/gw-1/up/status") == [("fl/gw-1/up/telemetry", b"point")]
+        assert await _drain(shared, "fl/gw-1/up/status") == [("fl/gw-1/up/telemetry", b"point")]
+
+
+async def test_a_gateway_cannot_publish_on_another_gateways_topics(
+    tmp_path: Path, ca: CertificateAuthority, broker: TlsMosquitto
+) -> None:
+    a = write_client(ca, tmp_path / "clients", "gw-a")
+    async with mqtt_client(broker, broker.cloud_files(), "cloud") as cloud, mqtt_client(broker, a, "gw-a") as gw:
+        await cloud.subscribe("fl/#", qos=1)
+        await gw.publish("fl/gw-b/up/telemetry", b"forged", qos=1)
+        await gw.publish("fl/gw-b/down/config", b"forged", qos=1)
+        await gw.publish("fl/gw-a/down/commands", b"forged", qos=1)
+        await gw.publish("fl/gw-a/up/status", b"end", qos=1)
+        assert await _drain(cloud, "fl/gw-a/up/status") == []
+
+
+async def test_a_gateway_receives_nothing_from_another_gateways_downlink(
+    tmp_path: Path, ca: CertificateAuthority, broker: TlsMosquitto
+) -> None:
+    a = write_client(ca, tmp_path / "clients", "gw-a")
+    b = write_client(ca, tmp_path / "clients", "gw-b")
+    async with (
+        mqtt_client(broker, broker.cloud_files(), "cloud") as cloud,
+        mqtt_client(broker, a, "gw-a") as gw_a,
+        mqtt_client(broker, b, "gw-b") as gw_b,
+    ):
+        await gw_a.subscribe("fl/gw-b/down/#", qos=1)
+        await gw_a.subscribe("fl/+/down/#", qos=1)
+        await gw_a.subscribe("fl/gw-a/down/#", qos=1)
+        await gw_b.subscribe("fl/gw-b/down/#", qos=1)
+        await cloud.publish("fl/gw-b/down/commands", b"for b", qos=1)
+        await cloud.publish("fl/gw-a/down/config", b"end", qos=1)
+        await cloud.publish("fl/gw-b/down/config", b"end", qos=1)
+        # gw-a gets its own end marker (twice: once per matching filter) and nothing of gw-b's.
+        assert await _drain(gw_a, "fl/gw-a/down/config") == []
+        assert await _drain(gw_b, "fl/gw-b/down/config") == [("fl/gw-b/down/commands", b"for b")]
+
+
+async def test_expired_certificate_is_refused(tmp_path: Path, ca: CertificateAuthority, broker: TlsMosquitto) -> None:
+    expired = write_client(
+        ca, tmp_path / "clients", "gw-old", now=datetime.now(UTC) - timedelta(days=30), validity=timedelta(days=1)
+    )
+    assert await refused(broker, expired, "gw-old")
+
+
+async def test_certificate_from_another_ca_is_refused(
+    tmp_path: Path, ca: CertificateAuthority, broker: TlsMosquitto
+) -> None:
+    other = make_ca(tmp_path / "other-ca", organization="Elsewhere")
+    stranger = write_client(other, tmp_path / "clients", "gw-1", trust=ca)
+    assert await refused(broker, stranger, "gw-1")
+    assert not await refused(broker, write_client(ca, tmp_path / "clients", "gw-2"), "gw-2")

@@ -1,0 +1,164 @@
+"""Shared PKI test kit (used by tests/certs and the enrollment tests): a CA in a temporary directory, client and
+server certificates written to files, and a real Mosquitto running the configuration `fieldline certs
+broker-config` writes (mutual TLS, CN as username, the pattern ACL, the CRL).
+
+API:
+
+- ``make_ca(directory, **kw) -> CertificateAuthority``: ``certs.create_authority`` in ``directory``.
+- ``write_client(ca, directory, name, *, now=None, validity=...) -> ClientFiles``: a client key and certificate
+  ``CN=name`` written to ``directory/name.pem``/``.key``; ``ClientFiles.context()`` is an ``ssl.SSLContext`` for
+  paho (``tls_set_context``) or aiomqtt (``tls_context=``) trusting the CA's chain.
+- ``TlsMosquitto(port, workdir, ca=..., revoked=...)``: a ``servicekit.Mosquitto`` whose configuration is the
+  product's (``certs.broker_config.write_broker_config`` into ``workdir/broker``) plus test lines (log file,
+  ``user root``). ``layout`` names its files, ``cloud_files()`` its cloud-core client certificate, ``reload()``
+  sends SIGHUP, ``restart()`` stops and starts it on the same port.
+- ``tls_mosquitto(directory, ca, revoked=()) -> Iterator[TlsMosquitto]``: start one, stop it afterwards (use it
+  with ``yield from`` in a fixture).
+- ``mqtt_client(broker, files, identifier) -> aiomqtt.Client``: an unconnected client for ``async with``;
+  ``refused(broker, files)`` is True when the broker will not let that certificate connect.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+
+from certs import CertificateAuthority, RevokedCertificate, create_authority, write_pem, write_private_key
+from certs.broker_config import BrokerLayout, mosquitto_config, write_broker_config
+from certs.tls import client_context
+from tests.servicekit import Mosquitto, free_port, require_binary, wait_for_port
+
+
+def make_ca(directory: Path, **kwargs: object) -> CertificateAuthority:
+    return create_authority(directory, **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ClientFiles:
+    """A client certificate and key on disk, and the chain that verifies the broker."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def context(self) -> ssl.SSLContext:
+        return client_context(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
+
+
+def write_client(
+    ca: CertificateAuthority,
+    directory: Path,
+    name: str,
+    *,
+    now: datetime | None = None,
+    validity: timedelta = timedelta(days=90),
+    trust: CertificateAuthority | None = None,
+) -> ClientFiles:
+    """Issue ``CN=name`` from ``ca`` into ``directory``; ``trust`` (default ``ca``) is the CA whose chain is used to
+    verify the broker (a client of another CA still needs to trust the real broker to be refused by it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = ca.issue_client(name, now=now, validity=validity)
+    files = ClientFiles(directory / f"{name}.pem", directory / f"{name}.key", directory / f"{name}-ca.pem")
+    write_pem(files.cert_file, cert)
+    write_private_key(files.key_file, key)
+    files.ca_file.write_bytes((trust or ca).chain_pem())
+    return files
+
+
+@dataclass
+class TlsMosquitto(Mosquitto):
+    """A Mosquitto running the product's broker configuration on a free port of 127.0.0.1."""
+
+    ca: CertificateAuthority | None = None
+    revoked: Iterable[RevokedCertificate] = ()
+    layout: BrokerLayout = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.ca is not None
+        self.layout = write_broker_config(
+            self.ca, self.workdir / "broker", crl=self.ca.build_crl(list(self.revoked)), port=self.port
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def cloud_files(self) -> ClientFiles:
+        return ClientFiles(self.layout.cloud_certfile, self.layout.cloud_keyfile, self.layout.cafile)
+
+    def start(self) -> None:
+        binary = require_binary("mosquitto")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            mosquitto_config(self.layout, port=self.port, bind="127.0.0.1")
+            + "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            + f"log_dest file {self.workdir}/mosquitto.log\n"
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + self.extra_config
+        )
+        self.process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.process.kill()
+            err = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise RuntimeError(f"mosquitto did not start: {err}") from None
+
+    def reload(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text() if path.exists() else ""
+
+
+def tls_mosquitto(
+    directory: Path, ca: CertificateAuthority, revoked: Iterable[RevokedCertificate] = ()
+) -> Iterator[TlsMosquitto]:
+    directory.mkdir(parents=True, exist_ok=True)
+    broker = TlsMosquitto(port=free_port(), workdir=directory, ca=ca, revoked=revoked)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def mqtt_client(
+    broker: TlsMosquitto, files: ClientFiles, identifier: str, **kwargs: object
+) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        identifier=identifier,
+        tls_context=files.context(),
+        protocol=aiomqtt.ProtocolVersion.V5,
+        timeout=5,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def refused(broker: TlsMosquitto, files: ClientFiles, identifier: str = "probe") -> bool:
+    """True when the broker refuses this certificate (TLS alert, reset, or CONNACK refusal); False when a
+    subscription round trip succeeds."""
+    try:
+        async with mqtt_client(broker, files, identifier) as client:
+            await client.subscribe(f"fl/{identifier}/down/#")
+    except (aiomqtt.MqttError, ssl.SSLError, OSError):
+        return True
+    return False
