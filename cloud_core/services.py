@@ -19,6 +19,7 @@ from cloud_core.commands import CommandRouter
 from cloud_core.db import Database
 from cloud_core.ingest import Ingest
 from cloud_core.metrics import CloudMetrics
+from cloud_core.pki import open_pki
 from cloud_core.point_reads import PointReader
 from cloud_core.settings import CloudSettings
 from cloud_core.tsdb import open_timeseries
@@ -33,7 +34,7 @@ class Services:
     metrics: CloudMetrics
     started_at: float = field(default_factory=time.time)
     parts: dict[str, Any] = field(default_factory=dict)
-    """Optional parts by name (``tsdb``, ``ingest``, ``commands``), present when configured."""
+    """Optional parts by name (``tsdb``, ``ingest``, ``commands``, ``pki``), present when configured."""
 
 
 @asynccontextmanager
@@ -54,6 +55,8 @@ async def open_services(settings: CloudSettings) -> AsyncIterator[Services]:
         services.parts["commands"] = await stack.enter_async_context(
             CommandRouter(settings, database, bus, services.metrics)
         )
+        if settings.pki.enabled:
+            services.parts["pki"] = await stack.enter_async_context(open_pki(settings, database, bus))
         if settings.broker.host is not None:
             services.parts["ingest"] = await stack.enter_async_context(
                 Ingest(settings, database, bus, services.metrics, tsdb)

@@ -106,6 +106,29 @@ class CommandSettings(_Model):
     default_expiry: Duration = 300.0
 
 
+class PkiSettings(_Model):
+    """The issuing CA and what it signs (docs/enrollment.md). Without ``ca_dir`` the CA lives in
+    ``<data_dir>/pki`` and is created there on first start (no root passphrase); a production deployment points
+    ``ca_dir`` at an intermediate made with ``fieldline certs init``."""
+
+    enabled: bool = True
+    ca_dir: Path | None = Field(None, description="directory of the issuing CA; default <data_dir>/pki")
+    certificate_validity: Duration = Field(90 * 86400.0, description="validity of the certificates issued")
+    token_ttl: Duration = Field(86400.0, description="default lifetime of an enrollment token")
+    max_token_ttl: Duration = Field(30 * 86400.0, description="the longest lifetime a token may be given")
+    crl_next_update: Duration = Field(86400.0, description="how long a published CRL stays current")
+
+    @model_validator(mode="after")
+    def _durations(self) -> PkiSettings:
+        if self.certificate_validity < 10:
+            raise ValueError("certificate_validity must be at least 10s")
+        if not 0 < self.token_ttl <= self.max_token_ttl:
+            raise ValueError("token_ttl must be longer than zero and at most max_token_ttl")
+        if self.crl_next_update < 60:
+            raise ValueError("crl_next_update must be at least 60s")
+        return self
+
+
 class CloudSettings(_Model):
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Field(default_factory=lambda: Path(os.environ.get("FIELDLINE_DATA_DIR", ".fieldline")))
@@ -116,6 +139,7 @@ class CloudSettings(_Model):
     timeseries: TimeSeriesSettings = TimeSeriesSettings()
     auth: AuthSettings = AuthSettings()
     commands: CommandSettings = CommandSettings()
+    pki: PkiSettings = PkiSettings()
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
 
@@ -132,6 +156,10 @@ class CloudSettings(_Model):
     @property
     def timeseries_path(self) -> Path:
         return self.timeseries.path or self.data_dir / "timeseries.db"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.pki.ca_dir or self.data_dir / "pki"
 
 
 TimeSeriesSettings.model_rebuild()

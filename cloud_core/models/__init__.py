@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the cloud core's database (registry, ingest bookkeeping, events, commands, access).
+"""SQLAlchemy models of the cloud core's database (registry, ingest bookkeeping, events, commands, access, PKI).
 
 Each module holds one concept; all share ``Base`` so Alembic sees every table. The schema is created and
 upgraded by the migrations in ``cloud_core/migrations`` (never by ``create_all`` outside tests)."""
@@ -8,6 +8,7 @@ from cloud_core.models.base import Base
 from cloud_core.models.commands import Command, CommandStatus
 from cloud_core.models.events import Alert, AlertStatus, EventRow
 from cloud_core.models.ingest import IngestMark, QuarantinedBatch
+from cloud_core.models.pki import EnrollmentToken, IssuedCertificate
 from cloud_core.models.registry import Device, DeviceType, Gateway
 
 __all__ = [
@@ -20,8 +21,10 @@ __all__ = [
     "CommandStatus",
     "Device",
     "DeviceType",
+    "EnrollmentToken",
     "EventRow",
     "Gateway",
     "IngestMark",
+    "IssuedCertificate",
     "QuarantinedBatch",
 ]

@@ -9,6 +9,7 @@ from cloud_core.api.routes import (
     gateways,
     health,
     keys,
+    pki,
     telemetry,
 )
 
@@ -23,4 +24,5 @@ ROUTERS = [
     events.alerts_router,
     commands.router,
     telemetry.router,
+    pki.router,
 ]
