@@ -103,8 +103,8 @@ def mosquitto_config(layout: BrokerLayout, *, port: int = 8883, bind: str | None
     listen = f"listener {port} {bind}" if bind else f"listener {port}"
     return (
         "# Fieldline cloud broker (written by `fieldline certs broker-config`): mutual TLS, identity = certificate CN.\n"
-        "# After replacing crl.pem, restart the broker: Mosquitto 2.0 re-reads only certfile/keyfile on SIGHUP\n"
-        "# (see docs/security.md); `fieldline certs crl-sync` does this.\n"
+        "# After replacing crl.pem send SIGHUP: Mosquitto 2.0 re-reads it for new connections; sessions already\n"
+        "# open last until they end or the broker restarts (docs/security.md). `fieldline certs crl-sync` does it.\n"
         "per_listener_settings false\n"
         "allow_anonymous false\n"
         f"acl_file {d / layout.acl.name}\n"

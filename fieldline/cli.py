@@ -21,13 +21,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fieldline.demo", "Run a local broker, an agent and simulated devices with live counters."),
     "workflow": ("workflows.cli", "Validate, dry-run and draw workflows and rules."),
     "cloud": ("cloud_core.cli", "Run and administer the cloud core (REST API, registry, ingest)."),
+    "certs": ("certs.cli", "PKI: CA, certificates, CRLs, the broker's mutual-TLS and ACL configuration."),
 }
 # The extra that installs what a subcommand needs (`dev` when it is not listed).
-EXTRAS = {"edge": "edge", "workflow": "workflows", "cloud": "cloud"}
+EXTRAS = {"edge": "edge", "workflow": "workflows", "cloud": "cloud", "certs": "certs"}
 # Parts of the product that are not built yet say so instead of failing with an import error.
 NOT_YET = {
     "sim": "the fleet simulator (issue 6)",
-    "certs": "the PKI tooling (issue 5)",
 }
 
 
