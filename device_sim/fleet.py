@@ -1,0 +1,187 @@
+"""The fleet file: which devices to simulate, what they measure, how they fail and what commands they obey.
+
+``load_fleet`` reads a YAML fleet file into a ``Fleet`` and reports every problem at once as
+``file:line:column: path: message`` (a ``fieldline.errors.ConfigError``). docs/simulator-fleets.md is the
+reference of the format.
+
+A fleet is a list of device templates; each template makes ``count`` devices whose ids come from its ``id``
+pattern (``sensor-{n:04d}``, ``n`` counting from ``start``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from device_sim.actuators import Command
+from device_sim.faults import Fault
+from device_sim.generators import Metric, Scalar
+from fieldline.durations import Duration
+from fieldline.errors import ConfigError, ConfigIssue
+from fieldline.payloads import NAME_PATTERN
+from fieldline.wire import valid_id
+from fieldline.yamlconf import read_yaml, validate_data
+
+MetricName = Annotated[str, Field(pattern=f"^{NAME_PATTERN.pattern}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClockSkew(_Model):
+    """A device clock that is ``offset`` seconds off (negative: behind) and runs ``drift_ppm`` fast."""
+
+    offset: float = 0.0
+    drift_ppm: float = Field(0.0, ge=-100_000, le=100_000)
+
+
+class DeviceTemplate(_Model):
+    """``count`` devices of one ``type`` that share metrics, faults and commands."""
+
+    type: MetricName
+    id: str = Field(min_length=1)
+    start: int = Field(1, ge=0)
+    count: int = Field(1, ge=1, le=1_000_000)
+    transport: Literal["mqtt", "coap"] = "mqtt"
+    codec: Literal["json", "cbor", "senml", "senml_cbor"] = "json"
+    interval: Duration = Field(gt=0)
+    jitter: Duration = 0.0
+    clock_skew: ClockSkew = ClockSkew()
+    qos: Literal[0, 1, 2] = 1
+    devices_per_connection: int = Field(1, ge=1, le=100_000)
+    attributes: dict[str, Scalar] = {}
+    metrics: dict[MetricName, Metric] = Field(min_length=1)
+    faults: list[Fault] = []
+    commands: dict[MetricName, Command] = {}
+
+    @field_validator("id")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            sample = value.format(n=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"id pattern {value!r} must use only {{n}} (e.g. sensor-{{n:04d}}): {exc}"
+            ) from None
+        if not valid_id(sample):
+            raise ValueError(f"id pattern {value!r} makes {sample!r}, not a valid device id")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeviceTemplate:
+        if self.jitter >= self.interval:
+            raise ValueError("jitter must be shorter than interval")
+        if self.count > 1 and self.id.format(n=self.start) == self.id.format(n=self.start + 1):
+            raise ValueError(f"id pattern {self.id!r} gives every device the same id: use {{n}}")
+        for name, metric in self.metrics.items():
+            for source in sorted(metric.sources()):
+                if source not in self.metrics:
+                    raise ValueError(
+                        f"metrics.{name}: correlated source {source!r} is not a metric of this template"
+                    )
+        self.evaluation_order()  # raises on a cycle
+        for index, fault in enumerate(self.faults):
+            unknown = [m for m in fault.metric_names() if m not in self.metrics]
+            if unknown:
+                raise ValueError(f"faults[{index}]: unknown metric(s) {', '.join(unknown)}")
+        for name, command in self.commands.items():
+            unknown = [m for m in command.metric_names() if m not in self.metrics]
+            if unknown:
+                raise ValueError(f"commands.{name}: unknown metric(s) {', '.join(unknown)}")
+        return self
+
+    def device_ids(self) -> list[str]:
+        return [self.id.format(n=n) for n in range(self.start, self.start + self.count)]
+
+    def evaluation_order(self) -> list[str]:
+        """Metric names with every correlated metric after its source; raises ValueError on a cycle."""
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+
+        def visit(name: str, chain: tuple[str, ...]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise ValueError(f"correlated metrics form a cycle: {' -> '.join((*chain, name))}")
+            state[name] = 1
+            for source in sorted(self.metrics[name].sources()):
+                if source in self.metrics:
+                    visit(source, (*chain, name))
+            state[name] = 2
+            order.append(name)
+
+        for name in self.metrics:
+            visit(name, ())
+        return order
+
+
+class Fleet(_Model):
+    """A fleet file: a ``seed`` for reproducible runs, default endpoints, and device templates."""
+
+    seed: int = 0
+    broker: str | None = None
+    coap: str | None = None
+    devices: list[DeviceTemplate] = Field(min_length=1)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError("expected mqtt://host:port or mqtts://host:port")
+        return value
+
+    @field_validator("coap")
+    @classmethod
+    def _coap(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("coap", "coaps") or not parts.hostname:
+                raise ValueError("expected coap://host:port")
+        return value
+
+    def device_count(self) -> int:
+        return sum(template.count for template in self.devices)
+
+
+def _duplicate_ids(fleet: Fleet) -> list[tuple[int, str]]:
+    """(template index, id) of every id already used by an earlier device."""
+    seen: set[str] = set()
+    duplicates = []
+    for index, template in enumerate(fleet.devices):
+        for device_id in template.device_ids():
+            if device_id in seen:
+                duplicates.append((index, device_id))
+            seen.add(device_id)
+    return duplicates
+
+
+def load_fleet(path: str | Path, *, text: str | None = None) -> Fleet:
+    """Read and validate a fleet file (or ``text`` named as ``path``); raises ``ConfigError`` with every issue."""
+    data, positions = read_yaml(path, text=text)
+    fleet = validate_data(Fleet, data, str(path), positions)
+    issues = []
+    for index, template in enumerate(fleet.devices):
+        for device_id in template.device_ids():
+            if not valid_id(device_id):
+                issues.append((index, f"makes {device_id!r}, not a valid device id"))
+                break
+    reported: set[int] = set()
+    for index, device_id in _duplicate_ids(fleet):
+        if index not in reported:
+            reported.add(index)
+            issues.append((index, f"device id {device_id!r} is already used by another device"))
+    if issues:
+        found = []
+        for index, message in issues:
+            line, column = positions.get(
+                ("devices", index, "id"), positions.get(("devices", index), (None, None))
+            )
+            found.append(ConfigIssue(str(path), line, column, f"devices.{index}.id", message))
+        raise ConfigError(found)
+    return fleet
