@@ -1,4 +1,5 @@
-"""``fieldline edge``: run the agent, validate its configuration, inspect its outbox and quarantine."""
+"""``fieldline edge``: run the agent, validate its configuration, enroll it with the cloud's PKI, inspect its
+outbox and quarantine."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fieldline.errors import ConfigError, ConfigIssue
@@ -83,6 +85,59 @@ def run(config: ConfigOption) -> None:
     except ConfigError as exc:  # automation.strict: a rules or workflow file failed to load or deploy
         _print_issues(exc.issues, "[red]error[/red]")
         raise SystemExit(2) from None
+
+
+@app.command()
+def enroll(
+    config: ConfigOption,
+    token: Annotated[str, typer.Option(help="The one-time enrollment token an operator created.")],
+    cloud: Annotated[
+        str | None, typer.Option(help="The cloud core's API, http(s)://host:port (default: pki.cloud_url).")
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA bundle that verifies an https cloud URL (default: pki.ca).")
+    ] = None,
+) -> None:
+    """Get the gateway's certificate: generate its key here (it never leaves), send a CSR for CN=<gateway.id> with
+    the token, and store key, certificate and chain at uplink.tls.key/cert (and uplink.tls.ca if missing)."""
+    cfg = _load(config)
+    from edge_agent.enrollment import IdentityFiles
+    from edge_agent.enrollment import enroll as enroll_gateway
+    from edge_agent.errors import PkiError
+
+    url = cloud or cfg.pki.cloud_url
+    if url is None:
+        errors.print("[red]error[/red] no cloud URL: pass --cloud or set pki.cloud_url", highlight=False)
+        raise SystemExit(2)
+    try:
+        files = IdentityFiles.of(cfg)
+    except ValueError as exc:
+        errors.print(f"[red]error[/red] {config}: {exc}", highlight=False)
+        raise SystemExit(2) from None
+    ca_written = files.ca is not None and not files.ca.exists()
+    try:
+        issued = asyncio.run(
+            enroll_gateway(
+                cfg.gateway.id,
+                files,
+                cloud_url=url,
+                token=token,
+                ca_file=ca_file or cfg.pki.ca,
+                key_kind=cfg.pki.key_kind,
+                http_timeout=cfg.pki.timeout,
+            )
+        )
+    except PkiError as exc:
+        errors.print(f"[red]enrollment failed[/red] {escape(str(exc))}", highlight=False)
+        raise SystemExit(1) from None
+    not_after = issued.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    console.print(
+        f"[green]enrolled[/green] {cfg.gateway.id}: certificate {issued.serial} valid until {not_after}; "
+        f"key {files.key} (0600), certificate {files.cert}"
+        + (f", CA chain {files.ca}" if ca_written else ""),
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command()

@@ -125,6 +125,38 @@ class UplinkConfig(BrokerConfig):
     drain_on_shutdown: Duration = 3.0
 
 
+class PkiConfig(_Model):
+    """Certificate renewal against the cloud's PKI API (docs/enrollment.md). The key and certificate are the
+    uplink's (``uplink.tls.key``/``cert``), which ``fieldline edge enroll`` writes; renewal runs when
+    ``cloud_url`` is set and renews once less than ``renew_below`` of the certificate's validity remains."""
+
+    cloud_url: str | None = Field(None, description="http(s)://host:port of the cloud core's API")
+    ca: Path | None = Field(None, description="CA bundle that verifies an https cloud_url")
+    key_kind: Literal["ec-p256", "rsa-3072"] = "ec-p256"
+    renew_below: float = Field(1 / 3, gt=0, lt=1)
+    warn_below: float = Field(1 / 6, gt=0, lt=1)
+    check_interval: Duration = Field(3600.0, description="longest wait between two checks of the certificate")
+    timeout: Duration = 30.0
+    backoff: BackoffConfig = BackoffConfig(initial=5.0, max=300.0)
+
+    @field_validator("cloud_url")
+    @classmethod
+    def _cloud_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected http://host:port or https://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> PkiConfig:
+        if self.warn_below > self.renew_below:
+            raise ValueError("warn_below must not exceed renew_below")
+        if self.check_interval <= 0:
+            raise ValueError("check_interval must be longer than zero")
+        return self
+
+
 class StorageConfig(_Model):
     path: Path | None = None
     sync: Literal["full", "normal"] = "full"
@@ -220,6 +252,7 @@ class AgentConfig(_Model):
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
     automation: AutomationConfig = AutomationConfig()
+    pki: PkiConfig = PkiConfig()
 
     @model_validator(mode="after")
     def _unique_pipelines(self) -> AgentConfig:
@@ -227,6 +260,12 @@ class AgentConfig(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"pipeline names must be unique: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _renewal_needs_a_certificate(self) -> AgentConfig:
+        if self.pki.cloud_url is not None and (self.uplink.tls is None or self.uplink.tls.cert is None):
+            raise ValueError("pki.cloud_url renews uplink.tls.cert: set uplink.tls.cert and uplink.tls.key")
         return self
 
     def database_path(self) -> Path:

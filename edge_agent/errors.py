@@ -5,6 +5,7 @@ FieldlineError (fieldline.errors)
     ├── LinkError              an MQTT connection failed or dropped (retryable)
     │   └── LinkRefused        the broker refused the connection (bad credentials, not authorised)
     ├── StoreError             the agent's SQLite store failed (disk full, corrupt file)
+    ├── PkiError               the cloud refused an enrollment or renewal, or could not be reached
     └── CoapBindError          the CoAP server cannot bind its address
 """
 
@@ -39,6 +40,17 @@ class StoreError(AgentError):
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path
         super().__init__(f"{path}: {message}")
+
+
+class PkiError(AgentError):
+    """Raised when an enrollment or renewal fails; ``url`` names the endpoint, ``status`` the HTTP status of a
+    refusal (None when the cloud could not be reached), ``retryable`` is true for an unreachable cloud or a 5xx."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        self.retryable = status is None or status >= 500 or status == 429
+        super().__init__(f"{url}: {message}")
 
 
 class CoapBindError(AgentError):
