@@ -275,6 +275,13 @@ class MqttClient:
             await self._window
         await self.writable.wait()
 
+    async def wait_acked(self) -> None:
+        """Wait until every QoS 1 publish has its PUBACK (or the connection ends)."""
+        while self.connected and self.inflight:
+            assert self._loop is not None
+            self._window = self._loop.create_future()
+            await self._window
+
     def next_id(self) -> int:
         """Reserve a packet id for a QoS 1 packet the caller builds itself (see :func:`publish_packet`)."""
         mid = self._packet_id()

@@ -142,6 +142,15 @@ class DeviceLinks:
             link.queued = True
             self._queue.put_nowait(device_id)
 
+    def client(self, device_id: str) -> MqttClient | None:
+        """The device's connection when it is up (load mode writes prebuilt packets on it)."""
+        client = self._links[device_id].client
+        return client if client is not None and client.connected else None
+
+    def is_wanted(self, device_id: str) -> bool:
+        """True while the device should be connected (connected, or on its way: queued, backing off)."""
+        return self._links[device_id].wanted
+
     def is_connected(self, device_id: str) -> bool:
         client = self._links[device_id].client
         return client is not None and client.connected

@@ -22,13 +22,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "workflow": ("workflows.cli", "Validate, dry-run and draw workflows and rules."),
     "cloud": ("cloud_core.cli", "Run and administer the cloud core (REST API, registry, ingest)."),
     "certs": ("certs.cli", "PKI: CA, certificates, CRLs, the broker's mutual-TLS and ACL configuration."),
+    "sim": ("device_sim.cli", "Simulate device fleets: live runs, load tests, replays."),
 }
 # The extra that installs what a subcommand needs (`dev` when it is not listed).
-EXTRAS = {"edge": "edge", "workflow": "workflows", "cloud": "cloud", "certs": "certs"}
+EXTRAS = {"edge": "edge", "workflow": "workflows", "cloud": "cloud", "certs": "certs", "sim": "sim"}
 # Parts of the product that are not built yet say so instead of failing with an import error.
-NOT_YET = {
-    "sim": "the fleet simulator (issue 6)",
-}
+NOT_YET: dict[str, str] = {}
 
 
 class LazyGroup(TyperGroup):

@@ -24,7 +24,7 @@ def test_help_lists_every_subcommand() -> None:
 
 def test_subcommand_help_and_version() -> None:
     """Subcommands are typer apps inside the lazy group: their help, exits and usage errors pass through it."""
-    for name in ("edge", "workflow", "cloud"):
+    for name in ("edge", "workflow", "cloud", "sim"):
         result = fieldline(name, "--help")
         assert result.returncode == 0, result.stderr
         assert "Usage: fieldline " + name in result.stdout
@@ -32,12 +32,6 @@ def test_subcommand_help_and_version() -> None:
     version = fieldline("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("fieldline, version ")
-
-
-def test_parts_not_built_yet_say_so() -> None:
-    result = fieldline("sim", "run")
-    assert result.returncode == 1
-    assert "not part of this release yet" in result.stderr
 
 
 def test_edge_check_accepts_the_example() -> None:
