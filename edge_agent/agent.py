@@ -3,8 +3,9 @@
 ``async with Agent(config) as agent:`` opens the store, replays the crash journal into the pipelines, and
 starts one task per job (committer, window timer, uplink, MQTT southbound) plus the CoAP and status servers, the
 client that sends commands to devices on the local broker (for the cloud's commands, ``CloudCommands``, and,
-when configured, the local rules and workflows, ``Automation``). Leaving the block shuts down in the order that
-loses nothing: stop accepting input, let the automation finish what it queued, flush open windows (as partial
+when configured, the local rules and workflows, ``Automation``), and with ``pki.cloud_url`` the certificate
+renewal (``Renewal``), which makes the uplink reconnect with each new certificate. Leaving the block shuts down
+in the order that loses nothing: stop accepting input, let the automation finish what it queued, flush open windows (as partial
 aggregates), commit with every loose record sealed, let the uplink drain briefly, publish the offline status,
 close the store.
 """
@@ -39,6 +40,7 @@ from edge_agent.uplink import Uplink
 if TYPE_CHECKING:
     from edge_agent.automation import Automation
     from edge_agent.automation_files import AutomationFiles
+    from edge_agent.renewal import Renewal
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class Agent:
         self.status_server: StatusServer | None = None
         self.automation: Automation | None = None
         self.cloud_commands: CloudCommands | None = None
+        self.renewal: Renewal | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -145,6 +148,21 @@ class Agent:
                 clock=self.clock,
             )
             self._spawn(self.uplink.run(), "uplink")
+            if cfg.pki.cloud_url is not None:
+                # Imported here: an agent that does not renew does not load the PKI client (cryptography, httpx).
+                from edge_agent.enrollment import IdentityFiles
+                from edge_agent.renewal import Renewal
+
+                self.renewal = await self._stack.enter_async_context(
+                    Renewal(
+                        cfg.pki,
+                        IdentityFiles.of(cfg),
+                        cfg.gateway.id,
+                        on_renewed=self.uplink.reconnect,
+                        clock=self.clock,
+                    )
+                )
+                self.metrics.collectors.append(self.renewal.collect)
         if cfg.southbound.mqtt.enabled:
             self.southbound = MqttSouthbound(cfg.southbound.mqtt, cfg.gateway.id, self.ingest, self.metrics)
             self._spawn(self.southbound.run(), "southbound-mqtt")
@@ -313,6 +331,7 @@ class Agent:
             "coap_sources": [vars(s) for s in self.coap_poller.status] if self.coap_poller else [],
             "automation": self.automation.health() if self.automation is not None else None,
             "cloud_commands": self.cloud_commands.health() if self.cloud_commands is not None else None,
+            "certificate": self.renewal.health() if self.renewal is not None else None,
             **c.describe(),
         }
 

@@ -9,6 +9,11 @@ agent vanishes.
 The session is persistent (``clean_start`` false, ``uplink.session_expiry``): with an ``on_command`` handler the
 link subscribes to ``fl/{gateway}/down/commands`` at QoS 1, and commands the cloud sent while the gateway was
 offline arrive when it reconnects. The handler acknowledges each command (manual PUBACK) when it is done with it.
+
+``reconnect()`` swaps credentials without losing or duplicating anything (a renewed certificate, see
+``renewal.py``): the link stops taking new batches, waits up to ``SWAP_DRAIN`` seconds for the acknowledgements in
+flight, disconnects cleanly (no will, so no offline status) and connects again at once with the TLS files read
+afresh. A batch still unacknowledged then goes up again with its sequence number, which the cloud deduplicates.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from edge_agent.store import StoreThread
 from fieldline.wire import Topics, encode_batch, uplink_topic
 
 log = logging.getLogger(__name__)
+
+SWAP_DRAIN = 10.0
+"""Seconds a credential swap waits for the acknowledgements in flight before it disconnects anyway."""
 
 CommandHandler = Callable[[Message, Callable[[Message], None]], None]
 """Receives a message from ``fl/{gateway}/down/commands`` and the function that acknowledges it."""
@@ -67,6 +75,7 @@ class Uplink:
         self.connected = False
         self.last_error: str | None = None
         self._wake = asyncio.Event()
+        self._swap = asyncio.Event()
         self._acked: set[int] = set()  # acknowledged, delete not yet committed
         self._backoff = Backoff(config.backoff.initial, config.backoff.max)
         committer.on_sealed = self._wake.set
@@ -91,6 +100,13 @@ class Uplink:
             manual_ack=handler is not None,
         )
         return link
+
+    def reconnect(self) -> None:
+        """Reconnect with the TLS files read again (see the module docstring); nothing to do while disconnected,
+        since the next connection reads them anyway."""
+        if self.connected:
+            self._swap.set()
+            self._wake.set()
 
     async def run(self) -> None:
         """Connect, drain, and reconnect with jittered exponential backoff, until cancelled."""
@@ -126,6 +142,11 @@ class Uplink:
                 self.link = None
                 self.committer.in_flight.difference_update(self.committer.in_flight - self._acked)
                 await link.close()
+            if self._swap.is_set():
+                self._swap.clear()
+                self._backoff.reset()
+                log.info("uplink reconnecting with renewed credentials")
+                continue
             if time.monotonic() - connected_at > 10:
                 self._backoff.reset()
             await asyncio.sleep(self._backoff.next_delay())
@@ -139,10 +160,15 @@ class Uplink:
         window: dict[int, tuple[StoredBatch, int, asyncio.Future[None]]] = {}
         last_sent = 0
         inflight = self.config.inflight
+        swap_deadline: float | None = None
         while True:
             self._wake.clear()  # before fetching: a seal during the fetch must wake the wait below
             self._forget_deleted()
-            if len(window) < inflight:
+            if self._swap.is_set() and swap_deadline is None:
+                swap_deadline = time.monotonic() + SWAP_DRAIN
+            if swap_deadline is not None and (not window or time.monotonic() >= swap_deadline):
+                return  # a credential swap: run() disconnects and connects again at once
+            if len(window) < inflight and swap_deadline is None:
                 limit = inflight - len(window) + len(self._acked)
                 for batch in await self.thread.run(self.outbox.fetch, last_sent, limit):
                     if batch.seq in self._acked:
@@ -156,7 +182,8 @@ class Uplink:
             waits: set[asyncio.Future[Any]] = {waiter, link.closed}
             if window:
                 waits.add(window[min(window)][2])
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            timeout = None if swap_deadline is None else max(0.0, swap_deadline - time.monotonic())
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             # Acknowledgements arrive in order; collect every one that is in.
             while window and window[min(window)][2].done():

@@ -4,6 +4,7 @@ cloud-side batch collector."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -134,7 +135,7 @@ class CommandDevice:
 class CloudCollector:
     """Subscribes to every gateway's uplink on the cloud broker and keeps each batch it receives, in order."""
 
-    def __init__(self, port: int, client_id: str = "test-cloud") -> None:
+    def __init__(self, port: int, client_id: str = "test-cloud", tls: ssl.SSLContext | None = None) -> None:
         self.batches: list[Batch] = []
         self.topics: list[str] = []  # the topic of each batch, in the same order
         self.statuses: list[dict[str, Any]] = []
@@ -145,6 +146,8 @@ class CloudCollector:
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=paho.MQTTv311
         )
         self.client.reconnect_delay_set(0.05, 0.5)
+        if tls is not None:
+            self.client.tls_set_context(tls)
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
