@@ -38,6 +38,9 @@ from device_sim.generators import Scalar
 REMEMBERED_COMMANDS = 16
 
 
+_YAML_BOOLEANS = 'quote "on", "off", "yes" and "no" in YAML, which reads them unquoted as booleans'
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal, and a boolean only equals a boolean (``True == 1`` in Python, not in a command)."""
     return a == b and (type(a) is bool) == (type(b) is bool)
@@ -61,6 +64,8 @@ class Param(_Model):
     def _consistent(self) -> Param:
         if (self.type == "enum") != (self.values is not None):
             raise ValueError("values is required for an enum, and only for an enum")
+        if self.values is not None and any(type(v) is bool for v in self.values):
+            raise ValueError(f"enum values are strings or numbers, not booleans: {_YAML_BOOLEANS}")
         if (self.min is not None or self.max is not None) and self.type not in ("number", "integer"):
             raise ValueError("min and max apply to numbers and integers")
         if self.default is not None:
@@ -150,7 +155,8 @@ class Command(_Model):
                     raise ValueError(f"cases[{index}].when: {name!r} is not a param of this command")
                 problem = param.problem(value)
                 if problem:
-                    raise ValueError(f"cases[{index}].when.{name}: {problem}")
+                    hint = f" ({_YAML_BOOLEANS})" if type(value) is bool and param.type == "enum" else ""
+                    raise ValueError(f"cases[{index}].when.{name}: {problem}{hint}")
             for effect in case.effects:
                 if (
                     isinstance(effect, Set | Offset)

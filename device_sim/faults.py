@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from device_sim.generators import At, TimePoint
 from fieldline.durations import Duration, Size
@@ -162,6 +162,13 @@ class ReconnectStorm(_Fault):
         return self
 
 
+def _null_tag(value: Any) -> Any:
+    """YAML reads an unquoted ``type: null`` as no type at all: that is the ``null`` fault."""
+    if isinstance(value, dict) and "type" in value and value["type"] is None:
+        return {**value, "type": "null"}
+    return value
+
+
 Fault = Annotated[
     Outlier
     | Null
@@ -175,6 +182,7 @@ Fault = Annotated[
     | Oversize
     | ReconnectStorm,
     Field(discriminator="type"),
+    BeforeValidator(_null_tag),
 ]
 
 
