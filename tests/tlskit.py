@@ -11,19 +11,22 @@ API:
 - ``TlsMosquitto(port, workdir, ca=..., revoked=...)``: a ``servicekit.Mosquitto`` whose configuration is the
   product's (``certs.broker_config.write_broker_config`` into ``workdir/broker``) plus test lines (log file,
   ``user root``). ``layout`` names its files, ``cloud_files()`` its cloud-core client certificate, ``reload()``
-  sends SIGHUP, ``restart()`` stops and starts it on the same port.
+  sends SIGHUP and waits until the broker has reloaded, ``restart()`` stops and starts it on the same port.
 - ``tls_mosquitto(directory, ca, revoked=()) -> Iterator[TlsMosquitto]``: start one, stop it afterwards (use it
   with ``yield from`` in a fixture).
 - ``mqtt_client(broker, files, identifier) -> aiomqtt.Client``: an unconnected client for ``async with``;
-  ``refused(broker, files)`` is True when the broker will not let that certificate connect.
+  ``refusal(broker, files)`` is None when the broker lets that certificate connect, otherwise why it did not
+  (the TLS alert: ``SSLV3_ALERT_CERTIFICATE_REVOKED``, ``..._EXPIRED``, ``TLSV1_ALERT_UNKNOWN_CA``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -115,8 +118,26 @@ class TlsMosquitto(Mosquitto):
             raise RuntimeError(f"mosquitto did not start: {err}") from None
 
     def reload(self) -> None:
+        """SIGHUP, then wait until the broker has reloaded (see ``wait_for_reloads``)."""
         assert self.process is not None
+        done = self.reloads()
         self.process.send_signal(signal.SIGHUP)
+        self.wait_for_reloads(done + 1)
+
+    def reloads(self) -> int:
+        """How many reloads the broker has logged."""
+        return self.log().count("Reloading config.")
+
+    def wait_for_reloads(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` reloads are logged: the broker logs the line, then reloads in the same turn of its
+        single-threaded loop, so the next connection it accepts meets the reloaded configuration and CRL."""
+        deadline = time.monotonic() + timeout
+        while self.reloads() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"mosquitto logged {self.reloads()} reloads, not {count}, within {timeout}s"
+                )
+            time.sleep(0.02)
 
     def restart(self) -> None:
         self.stop()
@@ -153,12 +174,29 @@ def mqtt_client(
     )
 
 
-async def refused(broker: TlsMosquitto, files: ClientFiles, identifier: str = "probe") -> bool:
-    """True when the broker refuses this certificate (TLS alert, reset, or CONNACK refusal); False when a
-    subscription round trip succeeds."""
+def refusal(broker: TlsMosquitto, files: ClientFiles, identifier: str = "probe") -> str | None:
+    """Connect with this certificate (TLS handshake, then an MQTT 3.1.1 CONNECT) and say how the broker answered:
+    None when it sent a successful CONNACK, otherwise the reason: the TLS alert it sent, ``connack <code>``, or
+    ``closed``. The probe speaks TLS 1.2, where the broker judges the client certificate inside the handshake:
+    with TLS 1.3 it does so after the client's handshake has completed, and the alert races the client's first
+    write (a reset can discard it), so the reason would be lost. Blocking; the 10 s socket timeout only bounds a
+    hung broker."""
+    name = identifier.encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(name).to_bytes(2, "big") + name
+    connect = b"\x10" + bytes([len(body)]) + body
+    context = files.context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
     try:
-        async with mqtt_client(broker, files, identifier) as client:
-            await client.subscribe(f"fl/{identifier}/down/#")
-    except (aiomqtt.MqttError, ssl.SSLError, OSError):
-        return True
-    return False
+        with (
+            socket.create_connection(("127.0.0.1", broker.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(connect)
+            answer = tls.recv(4)
+    except ssl.SSLError as exc:
+        return exc.reason or str(exc)
+    except ConnectionError:
+        return "closed"
+    if len(answer) < 4 or answer[0] != 0x20:
+        return "closed"
+    return None if answer[3] == 0 else f"connack {answer[3]}"
