@@ -256,10 +256,11 @@ class DeviceModel:
         assert plan is not None
         assert state is not None
         applied: list[str] = []
-        if state.stuck_values is not None:
+        if state.stuck_values is not None:  # an episode in progress: labelled, counted once when it began
             if state.stuck_readings > 0 or now < state.stuck_until:
                 metrics.update(state.stuck_values)
                 state.stuck_readings -= 1
+                applied.append("stuck")
             else:
                 state.stuck_values = None
         encoding: Any = None
@@ -278,7 +279,8 @@ class DeviceModel:
                 ts = round(ts - fault.lag, 3)
             elif not self._value_fault(fault, metrics, now, state):
                 continue
-            applied.append(kind_name)
+            if kind_name not in applied:
+                applied.append(kind_name)
             _bump(self.counters.faults, kind_name)
         codec = kind.template.codec
         content_format = kind.content_format

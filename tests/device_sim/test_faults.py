@@ -135,6 +135,7 @@ def test_stuck_for_readings() -> None:
     run = _temperatures("      - {type: stuck, metrics: [temperature], readings: 5, schedule: {at: 1m}}", 20)
     began = next(i for i, (_, _, fault) in enumerate(run) if fault == "stuck")
     assert START + 60 <= run[began][0] < START + 70
+    assert [fault for _, _, fault in run[began : began + 6]] == ["stuck"] * 5 + [None]  # every stuck reading
     assert len({value for _, value, _ in run[began : began + 5]}) == 1
     assert run[began + 5][1] != run[began][1]
     assert len({value for _, value, _ in run[: began + 1]}) == began + 1  # a random walk moves otherwise
