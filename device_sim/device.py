@@ -87,6 +87,7 @@ class DeviceKind:
         "names",
         "numeric",
         "order",
+        "slots",
         "state_size",
         "template",
         "units",
@@ -96,11 +97,14 @@ class DeviceKind:
         self.template = template
         self.names = list(template.metrics)
         self.generators = dict(template.metrics)
-        self.order = [(name, self.generators[name]) for name in template.evaluation_order()]
+        slots: dict[str, int] = {}
         size = 0
-        for generator in self.generators.values():
-            size = generator.bind(size)
+        for name, generator in self.generators.items():
+            slots[name] = size
+            size += generator.width()
         self.state_size = size
+        self.slots = list(slots.items())
+        self.order = [(name, self.generators[name], slots[name]) for name in template.evaluation_order()]
         self.units = {name: g.unit for name, g in self.generators.items() if g.unit is not None}
         self.numeric = [name for name, g in self.generators.items() if g.kind() == "number"]
         self.faults = FaultPlan(list(template.faults)) if template.faults else None
@@ -133,8 +137,9 @@ class DeviceModel:
         self.rng = rng
         self.counters = DeviceCounters()
         self.state: list[Any] = [None] * kind.state_size
-        for generator in kind.generators.values():
-            generator.init(self)
+        generators = kind.generators
+        for name, slot in kind.slots:
+            generators[name].init(self, slot)
         self._phase = rng.uniform(0.0, kind.template.interval)
         self._faults = FaultState(len(kind.faults.faults)) if kind.faults is not None else None
         self._actuators: ActuatorState | None = None
@@ -223,8 +228,8 @@ class DeviceModel:
         self._last_reading = now
         values: dict[str, Any] = {}
         actuators = self._actuators
-        for name, generator in kind.order:
-            value = generator.sample(self, now, t, dt, values)
+        for name, generator, slot in kind.order:
+            value = generator.sample(self, slot, now, t, dt, values)
             values[name] = value if actuators is None else actuators.apply(name, value, now)
         if actuators is not None:
             actuators.finish(now)

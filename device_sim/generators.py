@@ -3,7 +3,7 @@
 A metric is one generator, chosen by its ``type:``; ``composite`` combines several (their sum by default, or
 their product, minimum or maximum), so ``sine + noise + drift`` is one metric. Generators are shared by every
 device of a template: what changes per device (a random walk's position, a boolean's state, a random phase)
-lives in the device's own state list, in the slots a generator is given by ``bind``. Randomness comes only from
+lives in the device's own state list, from the index (``slot``) its template gives each metric. Randomness comes only from
 the device's own ``random.Random``, so a device's values depend on the fleet seed and its id, never on the
 other devices or the order in which they are played.
 
@@ -19,7 +19,7 @@ import random
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from fieldline.durations import Duration, parse_duration
 
@@ -78,20 +78,19 @@ def _kind_of(value: Scalar) -> str:
 
 
 class Generator(_Model):
-    """Base of every generator: ``slots`` state values per device, numbered from ``_slot``. ``unit`` and
-    ``round`` (decimals; 0 makes an integer) belong to the metric, so a composite's components have none."""
+    """Base of every generator: it keeps ``slots`` values per device in the device's state list from ``slot``.
+    ``unit`` and ``round`` (decimals; 0 makes an integer) belong to the metric, so a composite's components
+    have none."""
 
     slots: ClassVar[int] = 0
-    _slot: int = PrivateAttr(0)
     unit: str | None = Field(None, max_length=32)
     round: int | None = Field(None, ge=0, le=12)
 
-    def bind(self, first: int) -> int:
-        """Take the state slots from ``first``; returns the next free slot."""
-        self._slot = first
-        return first + self.slots
+    def width(self) -> int:
+        """How many state slots a device needs for this generator."""
+        return self.slots
 
-    def init(self, dev: SampleState) -> None:
+    def init(self, dev: SampleState, slot: int) -> None:
         """Set this generator's slots for a new device (the slots exist, set to None)."""
 
     def sources(self) -> set[str]:
@@ -102,7 +101,9 @@ class Generator(_Model):
         """``number``, ``boolean`` or ``string``: what the values are, for discovery and faults."""
         return "number"
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         raise NotImplementedError
 
     def finish(self, value: Any) -> MetricValue:
@@ -120,7 +121,9 @@ class Constant(Generator):
     def kind(self) -> str:
         return _kind_of(self.value)
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         return self.value
 
 
@@ -135,13 +138,13 @@ class Sine(Generator):
     random_phase: bool = False
     slots: ClassVar[int] = 1
 
-    def init(self, dev: SampleState) -> None:
-        dev.state[self._slot] = self.phase + (dev.rng.uniform(0, self.period) if self.random_phase else 0.0)
+    def init(self, dev: SampleState, slot: int) -> None:
+        dev.state[slot] = self.phase + (dev.rng.uniform(0, self.period) if self.random_phase else 0.0)
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
-        return self.offset + self.amplitude * math.sin(
-            2 * math.pi * (t + dev.state[self._slot]) / self.period
-        )
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
+        return self.offset + self.amplitude * math.sin(2 * math.pi * (t + dev.state[slot]) / self.period)
 
 
 class RandomWalk(Generator):
@@ -167,17 +170,18 @@ class RandomWalk(Generator):
             raise ValueError("start must be within [min, max]")
         return self
 
-    def init(self, dev: SampleState) -> None:
+    def init(self, dev: SampleState, slot: int) -> None:
         start = self.start
         if start is None:
             if self.min is not None and self.max is not None:
                 start = (self.min + self.max) / 2
             else:
                 start = self.min if self.min is not None else self.max if self.max is not None else 0.0
-        dev.state[self._slot] = start
+        dev.state[slot] = start
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
-        slot = self._slot
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         value = dev.state[slot]
         if dt > 0:  # the first reading is the start value
             value += dev.rng.gauss(0.0, self.step)
@@ -205,7 +209,9 @@ class Noise(Generator):
     sigma: float = Field(ge=0)
     mean: float = 0.0
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         return dev.rng.gauss(self.mean, self.sigma)
 
 
@@ -216,7 +222,9 @@ class Drift(Generator):
     per_hour: float
     start: float = 0.0
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         return self.start + self.per_hour * t / 3600.0
 
 
@@ -241,7 +249,9 @@ class Steps(Generator):
     def kind(self) -> str:
         return _kind_of(self.initial)
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         start = now - t
         value = self.initial
         best = -math.inf
@@ -262,7 +272,9 @@ class Daily(Generator):
     peak_hour: float = Field(14.0, ge=0, lt=24)
     tz_offset: float = Field(0.0, ge=-14, le=14)
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         hour = ((now + self.tz_offset * 3600.0) % 86400.0) / 3600.0
         return self.mean + self.amplitude * math.cos(2 * math.pi * (hour - self.peak_hour) / 24.0)
 
@@ -277,7 +289,9 @@ class Counter(Generator):
     wrap: float | None = Field(None, gt=0)
     integer: bool = True
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         value = self.start + self.rate * t
         if self.wrap is not None:
             value %= self.wrap
@@ -297,7 +311,9 @@ class Correlated(Generator):
     def sources(self) -> set[str]:
         return {self.source}
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         source = values.get(self.source)
         if type(source) is not float and type(source) is not int:
             return self.base
@@ -315,11 +331,12 @@ class Boolean(Generator):
     def kind(self) -> str:
         return "boolean"
 
-    def init(self, dev: SampleState) -> None:
-        dev.state[self._slot] = self.initial
+    def init(self, dev: SampleState, slot: int) -> None:
+        dev.state[slot] = self.initial
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
-        slot = self._slot
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         value = dev.state[slot]
         if dt > 0 and dev.rng.random() < self.switch_probability:
             value = not value
@@ -347,11 +364,12 @@ class Enum(Generator):
     def kind(self) -> str:
         return "string"
 
-    def init(self, dev: SampleState) -> None:
-        dev.state[self._slot] = self.states.index(self.initial) if self.initial is not None else 0
+    def init(self, dev: SampleState, slot: int) -> None:
+        dev.state[slot] = self.states.index(self.initial) if self.initial is not None else 0
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
-        slot = self._slot
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
         index = dev.state[slot]
         if dt > 0 and dev.rng.random() < self.switch_probability:
             index = (index + dev.rng.randrange(1, len(self.states))) % len(self.states)
@@ -383,21 +401,24 @@ class Composite(Generator):
                 raise ValueError(f"components[{index}]: unit and round belong to the composite metric")
         return self
 
-    def bind(self, first: int) -> int:
-        self._slot = first
-        for component in self.components:
-            first = component.bind(first)
-        return first
+    def width(self) -> int:
+        return sum(component.slots for component in self.components)
 
-    def init(self, dev: SampleState) -> None:
+    def init(self, dev: SampleState, slot: int) -> None:
         for component in self.components:
-            component.init(dev)
+            component.init(dev, slot)
+            slot += component.slots
 
     def sources(self) -> set[str]:
         return set().union(*(c.sources() for c in self.components))
 
-    def sample(self, dev: SampleState, now: float, t: float, dt: float, values: dict[str, Any]) -> Any:
-        parts = [c.sample(dev, now, t, dt, values) for c in self.components]
+    def sample(
+        self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
+    ) -> Any:
+        parts = []
+        for component in self.components:
+            parts.append(component.sample(dev, slot, now, t, dt, values))
+            slot += component.slots
         if self.combine == "sum":
             return math.fsum(parts)
         if self.combine == "product":
