@@ -99,8 +99,4 @@ class CoapSender:
         except CoapError:
             self.codes["error"] += 1
         else:
-            self.codes[_dotted(response.code)] += 1
-
-
-def _dotted(code: Code) -> str:
-    return f"{code.class_}.{code.detail:02d}"
+            self.codes[response.code.dotted] += 1
