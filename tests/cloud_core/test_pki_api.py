@@ -21,13 +21,24 @@ from sqlalchemy import update
 from certs import PrivateKey, create_authority, generate_key, make_csr
 from cloud_core.models import EnrollmentToken
 from cloud_core.pki import GATEWAY_REVOKED, PkiService
-from tests.cloud_core.cloudkit import Cloud, running_cloud
+from cloud_core.settings import CloudSettings, DatabaseSettings
+from tests.cloud_core.cloudkit import Cloud, postgres_database, running_cloud
 from tests.servicekit import require_binary
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CloudSettings]:
+    """A fresh cloud core's settings on each engine (PostgreSQL on 127.0.0.1:5432, skipped when absent)."""
+    if request.param == "sqlite":
+        yield CloudSettings(data_dir=tmp_path / "cloud")
+        return
+    async with postgres_database() as url:
+        yield CloudSettings(data_dir=tmp_path / "cloud", database=DatabaseSettings(url=url))
+
+
 @pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
-    async with running_cloud(tmp_path) as cloud:
+async def cloud(tmp_path: Path, backend: CloudSettings) -> AsyncIterator[Cloud]:
+    async with running_cloud(tmp_path, backend) as cloud:
         async with cloud.client("operator") as operator:
             for gateway in ("gw-1", "gw-2"):
                 assert (await operator.post("/api/v1/gateways", json={"id": gateway})).status_code == 201
@@ -131,6 +142,21 @@ async def test_a_used_token_is_refused_with_when_it_was_used(
     detail = refused(again, 403, "enrollment-refused")
     assert detail.startswith("the enrollment token was already used at ")
     assert first.json()["serial"] in detail
+
+
+async def test_concurrent_enrollments_with_one_token_get_one_certificate(
+    cloud: Cloud, anonymous: httpx.AsyncClient
+) -> None:
+    secret = await token(cloud)
+    answers = await asyncio.gather(
+        *(enroll(anonymous, secret, csr_for(generate_key(), "gw-1")) for _ in range(8))
+    )
+    assert sorted(a.status_code for a in answers) == [201] + [403] * 7
+    for answer in answers:
+        if answer.status_code == 403:
+            assert "the enrollment token was " in refused(answer, 403, "enrollment-refused")
+    async with cloud.client("admin") as admin:
+        assert len((await admin.get("/api/v1/pki/certificates")).json()) == 1
 
 
 async def test_an_expired_token_is_refused(cloud: Cloud, anonymous: httpx.AsyncClient) -> None:
