@@ -1,22 +1,35 @@
-"""The Mosquitto 2 configuration of the cloud broker: one TLS listener that requires a client certificate and
-takes its CN as the username, and a pattern-based ACL that keeps every gateway on its own topics.
+"""The Mosquitto 2 configuration of the cloud broker: mutual TLS where the client certificate's CN is the
+username, and ACLs that keep every gateway on its own topics.
 
-ACL (``acl`` beside ``mosquitto.conf``)::
+Two listeners (``per_listener_settings true``), both requiring a certificate from the CA and refusing revoked ones:
 
-    pattern write fl/%u/up/#          a gateway publishes only under its own id
-    pattern read  fl/%u/down/#        and subscribes (and receives) only its own downlink
-    user <cloud client>               the cloud core's certificate CN
-    topic read  fl/+/up/#             every gateway's uplink, directly ...
-    topic read  $share/+/fl/+/up/#    ... or through shared subscriptions (Mosquitto 2.0 checks the full filter)
-    topic write fl/+/down/#           every gateway's configuration and commands
+- the **gateway listener** (8883) also forces the MQTT client id to the CN (``use_username_as_clientid``): without
+  it, any gateway could connect with another's client id, kick it off and take over its persistent session
+  (queued downlink included). Its ACL (``acl``)::
 
-Mosquitto denies anything no line grants, so a gateway reaching another gateway's topics gets nothing: its
-publishes are dropped, its subscriptions receive nothing. A gateway's local topics (``devices/...``) live on the
-gateway's own local broker and never pass through this one.
+      pattern write fl/%u/up/#          a gateway publishes only under its own id
+      pattern read  fl/%u/down/#        and subscribes to (and receives) only its own downlink
 
-Files written in the output directory: ``mosquitto.conf``, ``acl``, ``chain.pem`` (the ``cafile``), ``crl.pem``,
-``broker.pem`` (server certificate then intermediate) and ``broker.key``, ``<cloud client>.pem``/``.key`` (the cloud
-core's MQTT client certificate). Existing certificates are kept while they chain to the CA."""
+- the **cloud listener** (8884; bind it to the cloud's private network) lets the cloud core use its own client
+  ids (``<id>-ingest``, ``<id>-commands``, one per replica). Its ACL (``acl-cloud``) grants only the cloud core's
+  certificate CN::
+
+      user <cloud client>
+      topic read  fl/+/up/#             every gateway's uplink, directly or through $share/<group>/fl/+/up/#
+      topic write fl/+/down/#           every gateway's configuration and commands
+
+Shared subscriptions need no line of their own: Mosquitto 2.0 accepts a SUBSCRIBE to ``$share/...`` and checks
+each message it delivers through it against the subscriber's ``read`` rules on the real topic (verified with
+2.0.11: a gateway's ``$share/g/fl/+/up/#`` receives nothing of other gateways, the cloud's receives everything).
+
+Mosquitto denies anything no line grants: a gateway's publish on another gateway's topics is dropped, its
+subscription to another gateway's downlink receives nothing. A gateway's local topics (``devices/...``) live on
+its own local broker and never pass through this one.
+
+Files written in the output directory: ``mosquitto.conf``, ``acl``, ``acl-cloud``, ``chain.pem`` (the
+``cafile``), ``crl.pem``, ``broker.pem`` (server certificate then intermediate) and ``broker.key``,
+``<cloud client>.pem``/``.key`` (the cloud core's MQTT client certificate). Existing certificates are kept while
+they are current and from this CA."""
 
 from __future__ import annotations
 
@@ -56,6 +69,10 @@ class BrokerLayout:
         return self.directory / "acl"
 
     @property
+    def cloud_acl(self) -> Path:
+        return self.directory / "acl-cloud"
+
+    @property
     def cafile(self) -> Path:
         return self.directory / "chain.pem"
 
@@ -80,43 +97,61 @@ class BrokerLayout:
         return self.directory / f"{self.cloud_client}.key"
 
 
-def acl_rules(cloud_client: str = DEFAULT_CLOUD_CLIENT) -> str:
-    """The ACL file's text (see the module docstring)."""
+GATEWAY_ACL = (
+    "# Fieldline gateway ACL (written by `fieldline certs broker-config`).\n"
+    "# The username is the client certificate's CN (use_identity_as_username): the gateway's id.\n"
+    "# A gateway publishes only its own uplink and reads only its own downlink.\n"
+    "pattern write fl/%u/up/#\n"
+    "pattern read fl/%u/down/#\n"
+)
+
+
+def cloud_acl_rules(cloud_client: str = DEFAULT_CLOUD_CLIENT) -> str:
+    """The cloud listener's ACL: every uplink (also through shared subscriptions), every downlink."""
     return (
-        "# Fieldline broker ACL (written by `fieldline certs broker-config`).\n"
-        "# The username is the client certificate's CN (use_identity_as_username): a gateway's id.\n"
-        "# A gateway publishes only its own uplink and reads only its own downlink.\n"
-        "pattern write fl/%u/up/#\n"
-        "pattern read fl/%u/down/#\n"
-        "\n"
-        "# The cloud core: every uplink (directly or through shared subscriptions), every downlink.\n"
+        "# Fieldline cloud-core ACL (written by `fieldline certs broker-config`).\n"
         f"user {cloud_client}\n"
         "topic read fl/+/up/#\n"
-        "topic read $share/+/fl/+/up/#\n"
         "topic write fl/+/down/#\n"
     )
 
 
-def mosquitto_config(layout: BrokerLayout, *, port: int = 8883, bind: str | None = None) -> str:
+def mosquitto_config(
+    layout: BrokerLayout,
+    *,
+    port: int = 8883,
+    bind: str | None = None,
+    cloud_port: int = 8884,
+    cloud_bind: str | None = None,
+) -> str:
     """The ``mosquitto.conf`` text for ``layout`` (absolute paths, so it runs from any directory)."""
     d = layout.directory.resolve()
-    listen = f"listener {port} {bind}" if bind else f"listener {port}"
-    return (
-        "# Fieldline cloud broker (written by `fieldline certs broker-config`): mutual TLS, identity = certificate CN.\n"
-        "# After replacing crl.pem send SIGHUP: Mosquitto 2.0 re-reads it for new connections; sessions already\n"
-        "# open last until they end or the broker restarts (docs/security.md). `fieldline certs crl-sync` does it.\n"
-        "per_listener_settings false\n"
-        "allow_anonymous false\n"
-        f"acl_file {d / layout.acl.name}\n"
-        "\n"
-        f"{listen}\n"
+    tls = (
         f"cafile {d / layout.cafile.name}\n"
         f"certfile {d / layout.certfile.name}\n"
         f"keyfile {d / layout.keyfile.name}\n"
         f"crlfile {d / layout.crlfile.name}\n"
+        "tls_version tlsv1.2\n"
         "require_certificate true\n"
         "use_identity_as_username true\n"
-        "tls_version tlsv1.2\n"
+        "allow_anonymous false\n"
+    )
+    return (
+        "# Fieldline cloud broker (written by `fieldline certs broker-config`): mutual TLS, identity = certificate CN.\n"
+        "# After replacing crl.pem send SIGHUP: Mosquitto 2.0 re-reads it for new connections; sessions already\n"
+        "# open last until they end or the broker restarts (docs/security.md). `fieldline certs crl-sync` does it.\n"
+        "per_listener_settings true\n"
+        "\n"
+        "# Gateways: the client id is forced to the certificate's CN, so no gateway can take over another's session.\n"
+        f"listener {port}{f' {bind}' if bind else ''}\n"
+        f"{tls}"
+        "use_username_as_clientid true\n"
+        f"acl_file {d / layout.acl.name}\n"
+        "\n"
+        "# The cloud core (keep this port on the cloud's private network).\n"
+        f"listener {cloud_port}{f' {cloud_bind}' if cloud_bind else ''}\n"
+        f"{tls}"
+        f"acl_file {d / layout.cloud_acl.name}\n"
     )
 
 
@@ -127,6 +162,8 @@ def write_broker_config(
     crl: x509.CertificateRevocationList,
     port: int = 8883,
     bind: str | None = None,
+    cloud_port: int = 8884,
+    cloud_bind: str | None = None,
     server_name: str = "broker",
     server_sans: Sequence[x509.GeneralName] = DEFAULT_SERVER_SANS,
     cloud_client: str = DEFAULT_CLOUD_CLIENT,
@@ -147,8 +184,10 @@ def write_broker_config(
         cert, key = ca.issue_client(cloud_client, validity=ca.certificate.not_valid_after_utc - now, now=now)
         write_private_key(layout.cloud_keyfile, key)
         write_pem(layout.cloud_certfile, cert)
-    write_atomic(layout.acl, acl_rules(cloud_client).encode(), 0o644)
-    write_atomic(layout.config, mosquitto_config(layout, port=port, bind=bind).encode(), 0o644)
+    write_atomic(layout.acl, GATEWAY_ACL.encode(), 0o644)
+    write_atomic(layout.cloud_acl, cloud_acl_rules(cloud_client).encode(), 0o644)
+    config = mosquitto_config(layout, port=port, bind=bind, cloud_port=cloud_port, cloud_bind=cloud_bind)
+    write_atomic(layout.config, config.encode(), 0o644)
     return layout
 
 

@@ -265,9 +265,14 @@ def inspect(
 def broker_config(
     directory: CaDir,
     out: Annotated[Path, typer.Option("--out", help="Directory for mosquitto.conf, acl, chain, CRL, keys.")],
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8883,
-    bind: Annotated[
-        str | None, typer.Option("--bind", help="Listen on this address only (default: all).")
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="The gateways' listener.")] = 8883,
+    bind: Annotated[str | None, typer.Option("--bind", help="Its address (default: all).")] = None,
+    cloud_port: Annotated[
+        int, typer.Option("--cloud-port", min=1, max=65535, help="The cloud core's listener.")
+    ] = 8884,
+    cloud_bind: Annotated[
+        str | None,
+        typer.Option("--cloud-bind", help="Its address: the cloud's private network (default: all)."),
     ] = None,
     cloud_client: Annotated[
         str, typer.Option("--cloud-client", help="CN of the cloud core's client certificate.")
@@ -279,8 +284,9 @@ def broker_config(
         str, typer.Option("--san", help="SANs of the broker's certificate.")
     ] = "DNS:localhost,IP:127.0.0.1",
 ) -> None:
-    """Write a Mosquitto 2 configuration: TLS listener requiring client certificates, CN as username, the CRL, and
-    an ACL keeping each gateway on fl/<its id>/...; issues the broker's and the cloud core's certificates."""
+    """Write a Mosquitto 2 configuration: TLS listeners requiring client certificates (CN as username, the CRL),
+    one for gateways (client id forced to the CN, an ACL keeping each on fl/<its id>/...) and one for the cloud
+    core; issues the broker's and the cloud core's certificates."""
     from certs.authority import load_authority
     from certs.broker_config import write_broker_config
     from certs.store import CertificateStore
@@ -298,13 +304,18 @@ def broker_config(
             crl=revocation_list,
             port=port,
             bind=bind,
+            cloud_port=cloud_port,
+            cloud_bind=cloud_bind,
             server_name=server_name,
             server_sans=parse_sans(san) if san else [x509.DNSName(server_name)],
             cloud_client=cloud_client,
         )
         for path, profile in ((layout.certfile, "server"), (layout.cloud_certfile, "client")):
             _record_if_new(store, path, profile)
-    console.print(f"wrote {layout.config} (run: mosquitto -c {layout.config}), {layout.acl}")
+    console.print(
+        f"wrote {layout.config} (run: mosquitto -c {layout.config}), {layout.acl}, {layout.cloud_acl}"
+    )
+    console.print(f"gateways connect to port {port}; the cloud core to port {cloud_port} (keep it private)")
     console.print(
         f"cloud core client certificate: {layout.cloud_certfile} / {layout.cloud_keyfile}, trust {layout.cafile}"
     )

@@ -9,12 +9,15 @@ API:
   ``CN=name`` written to ``directory/name.pem``/``.key``; ``ClientFiles.context()`` is an ``ssl.SSLContext`` for
   paho (``tls_set_context``) or aiomqtt (``tls_context=``) trusting the CA's chain.
 - ``TlsMosquitto(port, workdir, ca=..., revoked=...)``: a ``servicekit.Mosquitto`` whose configuration is the
-  product's (``certs.broker_config.write_broker_config`` into ``workdir/broker``) plus test lines (log file,
+  product's (``certs.broker_config.write_broker_config`` into ``workdir/broker``: gateways on ``port``, the cloud
+  core on ``cloud_port``) plus test lines (log file,
   ``user root``). ``layout`` names its files, ``cloud_files()`` its cloud-core client certificate, ``reload()``
   sends SIGHUP and waits until the broker has reloaded, ``restart()`` stops and starts it on the same port.
 - ``tls_mosquitto(directory, ca, revoked=()) -> Iterator[TlsMosquitto]``: start one, stop it afterwards (use it
   with ``yield from`` in a fixture).
-- ``mqtt_client(broker, files, identifier) -> aiomqtt.Client``: an unconnected client for ``async with``;
+- ``mqtt_client(broker, files, identifier) -> aiomqtt.Client``: an unconnected client of the gateway listener for
+  ``async with`` (the broker forces its client id to the certificate's CN); ``cloud_client(broker, identifier)``
+  one of the cloud listener (``broker.cloud_port``) with the cloud core's certificate;
   ``refusal(broker, files)`` is None when the broker lets that certificate connect, otherwise why it did not
   (the TLS alert: ``SSLV3_ALERT_CERTIFICATE_REVOKED``, ``..._EXPIRED``, ``TLSV1_ALERT_UNKNOWN_CA``).
 """
@@ -82,12 +85,17 @@ class TlsMosquitto(Mosquitto):
 
     ca: CertificateAuthority | None = None
     revoked: Iterable[RevokedCertificate] = ()
+    cloud_port: int = field(default_factory=free_port)
     layout: BrokerLayout = field(init=False)
 
     def __post_init__(self) -> None:
         assert self.ca is not None
         self.layout = write_broker_config(
-            self.ca, self.workdir / "broker", crl=self.ca.build_crl(list(self.revoked)), port=self.port
+            self.ca,
+            self.workdir / "broker",
+            crl=self.ca.build_crl(list(self.revoked)),
+            port=self.port,
+            cloud_port=self.cloud_port,
         )
 
     @property
@@ -101,7 +109,13 @@ class TlsMosquitto(Mosquitto):
         binary = require_binary("mosquitto")
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            mosquitto_config(self.layout, port=self.port, bind="127.0.0.1")
+            mosquitto_config(
+                self.layout,
+                port=self.port,
+                bind="127.0.0.1",
+                cloud_port=self.cloud_port,
+                cloud_bind="127.0.0.1",
+            )
             + "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             + f"log_dest file {self.workdir}/mosquitto.log\n"
             + ("user root\n" if os.geteuid() == 0 else "")
@@ -163,9 +177,19 @@ def tls_mosquitto(
 def mqtt_client(
     broker: TlsMosquitto, files: ClientFiles, identifier: str, **kwargs: object
 ) -> aiomqtt.Client:
+    """A client of the gateway listener (``broker.port``); MQTT 5, 5 s timeouts."""
+    return _client(broker.port, files, identifier, **kwargs)
+
+
+def cloud_client(broker: TlsMosquitto, identifier: str, **kwargs: object) -> aiomqtt.Client:
+    """A client of the cloud listener (``broker.cloud_port``) with the cloud core's certificate."""
+    return _client(broker.cloud_port, broker.cloud_files(), identifier, **kwargs)
+
+
+def _client(port: int, files: ClientFiles, identifier: str, **kwargs: object) -> aiomqtt.Client:
     return aiomqtt.Client(
         "127.0.0.1",
-        broker.port,
+        port,
         identifier=identifier,
         tls_context=files.context(),
         protocol=aiomqtt.ProtocolVersion.V5,

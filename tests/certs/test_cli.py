@@ -195,7 +195,8 @@ def test_broker_config_writes_a_complete_directory(ca_dir: Path, tmp_path: Path)
     assert f"crlfile {(out / 'crl.pem').resolve()}" in conf
     acl = (out / "acl").read_text()
     assert "pattern write fl/%u/up/#" in acl
-    assert "user core" in acl
+    assert not [line for line in acl.splitlines() if line.startswith("user ")]
+    assert "user core" in (out / "acl-cloud").read_text()
     assert load_certificates(out / "core.pem")[0].subject.rfc4514_string() == "CN=core"
     assert stat.S_IMODE(os.stat(out / "broker.key").st_mode) == 0o600
     broker_cert = (out / "broker.pem").read_bytes()
