@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from device_sim.actuators import Command
 from device_sim.faults import Fault
-from device_sim.generators import Metric, Scalar
+from device_sim.generators import Composite, Metric, Scalar
 from fieldline.durations import Duration
 from fieldline.errors import ConfigError, ConfigIssue
 from fieldline.payloads import NAME_PATTERN
 from fieldline.wire import valid_id
-from fieldline.yamlconf import read_yaml, validate_data
+from fieldline.yamlconf import PathKey, nearest_position, read_yaml, validate_data
 
 MetricName = Annotated[str, Field(pattern=f"^{NAME_PATTERN.pattern}$")]
 
@@ -77,25 +77,42 @@ class DeviceTemplate(_Model):
             raise ValueError("jitter must be shorter than interval")
         if self.count > 1 and self.id.format(n=self.start) == self.id.format(n=self.start + 1):
             raise ValueError(f"id pattern {self.id!r} gives every device the same id: use {{n}}")
-        for name, metric in self.metrics.items():
-            for source in sorted(metric.sources()):
-                if source not in self.metrics:
-                    raise ValueError(
-                        f"metrics.{name}: correlated source {source!r} is not a metric of this template"
-                    )
-        self.evaluation_order()  # raises on a cycle
-        for index, fault in enumerate(self.faults):
-            unknown = [m for m in fault.metric_names() if m not in self.metrics]
-            if unknown:
-                raise ValueError(f"faults[{index}]: unknown metric(s) {', '.join(unknown)}")
-        for name, command in self.commands.items():
-            unknown = [m for m in command.metric_names() if m not in self.metrics]
-            if unknown:
-                raise ValueError(f"commands.{name}: unknown metric(s) {', '.join(unknown)}")
         return self
 
     def device_ids(self) -> list[str]:
         return [self.id.format(n=n) for n in range(self.start, self.start + self.count)]
+
+    def problems(self) -> list[tuple[PathKey, str]]:
+        """References that do not resolve: correlated sources, metrics named by faults and command effects,
+        correlated metrics that depend on each other in a cycle; as (path in the template, message)."""
+        found: list[tuple[PathKey, str]] = []
+        metrics = self.metrics
+        for name, metric in metrics.items():
+            parts = list(enumerate(metric.components)) if isinstance(metric, Composite) else [(None, metric)]
+            for index, part in parts:
+                where: PathKey = (
+                    ("metrics", name) if index is None else ("metrics", name, "components", index)
+                )
+                for source in sorted(part.sources() - set(metrics)):
+                    found.append(
+                        ((*where, "source"), f"correlated source {source!r} is not a metric of this template")
+                    )
+        if not found:
+            try:
+                self.evaluation_order()
+            except ValueError as exc:
+                found.append((("metrics",), str(exc)))
+        for index, fault in enumerate(self.faults):
+            for metric_name in fault.metric_names():
+                if metric_name not in metrics:
+                    found.append((("faults", index, "metrics"), f"unknown metric {metric_name!r}"))
+        for name, command in self.commands.items():
+            for case_index, case in enumerate(command.cases):
+                for effect_index, effect in enumerate(case.effects):
+                    if effect.metric not in metrics:
+                        where = ("commands", name, "cases", case_index, "effects", effect_index, "metric")
+                        found.append((where, f"unknown metric {effect.metric!r}"))
+        return found
 
     def evaluation_order(self) -> list[str]:
         """Metric names with every correlated metric after its source; raises ValueError on a cycle."""
@@ -148,40 +165,40 @@ class Fleet(_Model):
     def device_count(self) -> int:
         return sum(template.count for template in self.devices)
 
+    def problems(self) -> list[tuple[PathKey, str]]:
+        """What the models cannot check field by field: references inside templates, and device ids (each
+        valid, none used twice); as (path in the file, message)."""
+        found: list[tuple[PathKey, str]] = []
+        seen: set[str] = set()
+        for index, template in enumerate(self.devices):
+            found.extend((("devices", index, *path), message) for path, message in template.problems())
+            bad = next((i for i in template.device_ids() if not valid_id(i)), None)
+            if bad is not None:
+                found.append((("devices", index, "id"), f"makes {bad!r}, not a valid device id"))
+            ids = template.device_ids()
+            taken = next((i for i in ids if i in seen), None)
+            if taken is not None:
+                found.append(
+                    (("devices", index, "id"), f"device id {taken!r} is already used by another device")
+                )
+            seen.update(ids)
+        return found
 
-def _duplicate_ids(fleet: Fleet) -> list[tuple[int, str]]:
-    """(template index, id) of every id already used by an earlier device."""
-    seen: set[str] = set()
-    duplicates = []
-    for index, template in enumerate(fleet.devices):
-        for device_id in template.device_ids():
-            if device_id in seen:
-                duplicates.append((index, device_id))
-            seen.add(device_id)
-    return duplicates
+    def check(
+        self, filename: str = "<fleet>", positions: dict[PathKey, tuple[int, int]] | None = None
+    ) -> None:
+        """Raise ``ConfigError`` listing every one of ``problems()``, positioned when ``positions`` are known."""
+        issues = []
+        for path, message in self.problems():
+            line, column = nearest_position(positions or {}, path) or (None, None)
+            issues.append(ConfigIssue(filename, line, column, ".".join(str(p) for p in path), message))
+        if issues:
+            raise ConfigError(issues)
 
 
 def load_fleet(path: str | Path, *, text: str | None = None) -> Fleet:
     """Read and validate a fleet file (or ``text`` named as ``path``); raises ``ConfigError`` with every issue."""
     data, positions = read_yaml(path, text=text)
     fleet = validate_data(Fleet, data, str(path), positions)
-    issues = []
-    for index, template in enumerate(fleet.devices):
-        for device_id in template.device_ids():
-            if not valid_id(device_id):
-                issues.append((index, f"makes {device_id!r}, not a valid device id"))
-                break
-    reported: set[int] = set()
-    for index, device_id in _duplicate_ids(fleet):
-        if index not in reported:
-            reported.add(index)
-            issues.append((index, f"device id {device_id!r} is already used by another device"))
-    if issues:
-        found = []
-        for index, message in issues:
-            line, column = positions.get(
-                ("devices", index, "id"), positions.get(("devices", index), (None, None))
-            )
-            found.append(ConfigIssue(str(path), line, column, f"devices.{index}.id", message))
-        raise ConfigError(found)
+    fleet.check(str(path), positions)
     return fleet

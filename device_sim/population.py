@@ -21,7 +21,9 @@ def device_seed(seed: int, device_id: str) -> int:
 
 
 def build_devices(fleet: Fleet, *, seed: int | None = None) -> list[DeviceModel]:
-    """Every device of ``fleet``, in file order; ``seed`` overrides the fleet's."""
+    """Every device of ``fleet``, in file order; ``seed`` overrides the fleet's. A fleet built in code rather than
+    loaded from a file is checked here (``ConfigError``)."""
+    fleet.check()
     run_seed = fleet.seed if seed is None else seed
     devices = []
     for template in fleet.devices:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from device_sim.fleet import load_fleet
+from device_sim.fleet import Fleet, load_fleet
+from device_sim.population import build_devices
 from fieldline.errors import ConfigError
 
 GOOD = """\
@@ -126,12 +128,60 @@ devices:
     ]
 
 
-def test_correlated_sources_must_exist_and_not_loop(tmp_path: Path) -> None:
+def test_references_are_positioned_and_all_reported(tmp_path: Path) -> None:
+    text = """\
+devices:
+  - type: t
+    id: t-{n}
+    interval: 1s
+    metrics:
+      a: {type: constant, value: 1}
+      h: {type: correlated, source: temp}
+      c:
+        type: composite
+        components:
+          - {type: noise, sigma: 1}
+          - {type: correlated, source: pressure}
+    faults:
+      - {type: stuck, metrics: [a, b], probability: 0.1}
+    commands:
+      heat:
+        cases:
+          - effects: [{type: offset, metric: warmth, value: 1}]
+"""
+    assert [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)] == [
+        ":7:37: devices.0.metrics.h.source: correlated source 'temp' is not a metric of this template",
+        ":12:40: devices.0.metrics.c.components.1.source: correlated source 'pressure' is not a metric of this template",
+        ":14:32: devices.0.faults.0.metrics: unknown metric 'b'",
+        ":18:46: devices.0.commands.heat.cases.0.effects.0.metric: unknown metric 'warmth'",
+    ]
+
+
+def test_correlated_metrics_cannot_loop(tmp_path: Path) -> None:
     base = "devices:\n  - type: t\n    id: t-{n}\n    interval: 1s\n    metrics:\n"
-    missing = base + "      h: {type: correlated, source: temp}\n"
-    assert any("correlated source 'temp'" in i for i in _issues(missing, tmp_path))
     loop = base + "      a: {type: correlated, source: b}\n      b: {type: correlated, source: a}\n"
-    assert any("cycle: a -> b -> a" in i for i in _issues(loop, tmp_path))
+    assert _issues(loop, tmp_path) == [
+        f"{tmp_path}/fleet.yaml:6:7: devices.0.metrics: correlated metrics form a cycle: a -> b -> a"
+    ]
+
+
+def test_a_fleet_built_in_code_is_checked_too() -> None:
+    fleet = Fleet.model_validate(
+        {
+            "devices": [
+                {
+                    "type": "t",
+                    "id": "x-{n}",
+                    "interval": 1,
+                    "metrics": {"h": {"type": "correlated", "source": "z"}},
+                }
+            ]
+        }
+    )
+    with pytest.raises(
+        ConfigError, match=re.escape("<fleet>: devices.0.metrics.h.source: correlated source 'z'")
+    ):
+        build_devices(fleet)
 
 
 def test_endpoints_are_checked(tmp_path: Path) -> None:
