@@ -61,10 +61,13 @@ async def postgres_database() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def running_cloud(tmp_path: Path, settings: CloudSettings | None = None) -> AsyncIterator[Cloud]:
-    """Serve the cloud core on a free port until the block ends; keys for every role are created first."""
+async def running_cloud(
+    tmp_path: Path, settings: CloudSettings | None = None, *, port: int | None = None
+) -> AsyncIterator[Cloud]:
+    """Serve the cloud core on ``port`` (default a free one) until the block ends; keys for every role are
+    created first."""
     settings = settings or CloudSettings(data_dir=tmp_path / "cloud")
-    port = free_port()
+    port = port or free_port()
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())

@@ -17,8 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from certs import CertificateAuthority, load_certificates, write_pem, write_private_key
+from certs import (
+    CertificateAuthority,
+    generate_key,
+    load_certificates,
+    make_csr,
+    write_pem,
+    write_private_key,
+)
 from certs.crl_sync import sync_once
+from cloud_core.pki import PkiService
 from cloud_core.settings import CloudSettings
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, PkiConfig
@@ -27,7 +35,7 @@ from edge_agent.renewal import Renewal
 from tests.cloud_core.cloudkit import Cloud, running_cloud
 from tests.factories import CloudCollector, Publisher, agent_config, eventually
 from tests.servicekit import Mosquitto, free_port
-from tests.tlskit import ClientFiles, TlsMosquitto, make_ca, refused, tls_mosquitto
+from tests.tlskit import ClientFiles, TlsMosquitto, make_ca, refusal, tls_mosquitto
 
 VALIDITY = 320.0
 """Seconds of validity the cloud gives. Certificates start 5 minutes in the past (certs.authority.BACKDATE), so
@@ -66,7 +74,7 @@ class Fleet:
         )
 
     def collector(self) -> CloudCollector:
-        return CloudCollector(self.broker.port, tls=self.broker.cloud_files().context())
+        return CloudCollector(self.broker.cloud_port, tls=self.broker.cloud_files().context())
 
 
 @pytest.fixture
@@ -194,34 +202,85 @@ async def test_a_revoked_gateway_is_shut_out_once_the_crl_is_installed(
         assert not agent.uplink.connected
     cloud.close()
     assert [r.metrics["n"] for r in cloud.raw_points()] == [0]
-    assert not await refused(fleet.broker, other, "gw-2"), "a gateway that was not revoked must still connect"
+    revoked = ClientFiles(revoked_files.cert, revoked_files.key, fleet.broker.layout.cafile)
+    assert "REVOKED" in (await asyncio.to_thread(refusal, fleet.broker, revoked, "gw-1") or "")
+    assert await asyncio.to_thread(refusal, fleet.broker, other, "gw-2") is None, "gw-2 was not revoked"
 
 
-async def test_unreachable_cloud_keeps_the_certificate_and_retries(
+async def test_renewal_keeps_the_certificate_while_the_cloud_is_away_and_renews_when_it_is_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ca = make_ca(tmp_path / "ca")
-    now = datetime.now(UTC)
-    cert, key = ca.issue_client("gw-1", validity=timedelta(minutes=10), now=now - timedelta(minutes=9))
+    port = free_port()
+    settings = CloudSettings(data_dir=tmp_path / "cloud")
+    key = generate_key()
+    async with running_cloud(tmp_path, settings, port=port) as cloud:
+        async with cloud.client("operator") as operator:
+            assert (await operator.post("/api/v1/gateways", json={"id": "gw-1"})).status_code == 201
+        pki: PkiService = cloud.services.parts["pki"]
+        async with cloud.services.database.session() as session:  # issued 80 of its 90 days ago
+            issued = pki._sign(
+                session,
+                make_csr(key, "gw-1"),
+                "gateway",
+                "gw-1",
+                datetime.now(UTC) - timedelta(days=80),
+                via="enroll",
+            )
     files = IdentityFiles(key=tmp_path / "gw.key", cert=tmp_path / "gw.pem")
     write_private_key(files.key, key)
-    write_pem(files.cert, cert, ca.certificate)
+    write_pem(files.cert, issued.certificate, *pki.authority.chain[:1])
     before = files.cert.read_bytes()
-    config = PkiConfig(
-        cloud_url=f"http://127.0.0.1:{free_port()}", backoff={"initial": "50ms", "max": "100ms"}
-    )
+    config = PkiConfig(cloud_url=f"http://127.0.0.1:{port}", backoff={"initial": "50ms", "max": "200ms"})
     renewed: list[bool] = []
     with caplog.at_level(logging.WARNING, logger="edge_agent.renewal"):
         async with Renewal(config, files, "gw-1", on_renewed=lambda: renewed.append(True)) as renewal:
             await eventually(lambda: renewal.failures >= 3)
             families = {f.name: f for f in renewal.collect()}
-    assert files.cert.read_bytes() == before
-    assert not renewed
-    assert renewal.attempts >= 3
-    assert "cannot reach the cloud" in (renewal.last_error or "")
+            assert files.cert.read_bytes() == before, (
+                "the current certificate is kept while the cloud is away"
+            )
+            assert not renewed
+            assert "cannot reach the cloud" in (renewal.last_error or "")
+            async with running_cloud(tmp_path, settings, port=port):
+                await eventually(lambda: bool(renewed), message=lambda: f"not renewed: {renewal.health()}")
+    assert renewal.renewals == 1
+    assert renewal.attempts == renewal.failures + 1
+    assert serial_of(files) != issued.certificate.serial_number
     expiry = families["fieldline_edge_certificate_expiry_seconds"].samples[0].value
-    assert 0 < expiry <= 60
+    assert 9 * 86400 < expiry <= 10 * 86400
     assert families["fieldline_edge_certificate_renewal_failures"].samples[0].value >= 3
     messages = [r.getMessage() for r in caplog.records]
     assert "certificate expires soon" in messages
     assert "certificate renewal failed" in messages
+
+
+async def test_repeated_credential_swaps_under_load_keep_every_point_once(
+    tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto
+) -> None:
+    """``Uplink.reconnect`` alone, many times while batches are in flight: nothing lost, nothing kept twice."""
+    cloud = CloudCollector(cloud_mosquitto.port)
+    config = agent_config(tmp_path, mosquitto.url, cloud_mosquitto.url, uplink={"inflight": 2})
+    sent = swaps = 0
+    async with Agent(config) as agent:
+        await eventually(lambda: agent.uplink.connected)
+        device = Publisher(mosquitto.port)
+        while swaps < 15:
+            infos = [device.telemetry("dev-1", time.time(), {"n": sent + i}) for i in range(50)]
+            await asyncio.to_thread(device.wait_all, infos)
+            sent += 50
+            if agent.uplink.connected:
+                agent.uplink.reconnect()
+                swaps += 1
+            await asyncio.sleep(0.02)
+        device.close()
+        await eventually(
+            lambda: len(cloud.raw_points()) >= sent,
+            within=30,
+            message=lambda: f"{len(cloud.raw_points())} of {sent} points arrived",
+        )
+        reconnects = agent.metrics.uplink_reconnects
+    cloud.close()
+    assert reconnects >= swaps
+    counts = Counter(r.metrics["n"] for r in cloud.raw_points())
+    assert sorted(counts) == list(range(sent))
+    assert max(counts.values()) == 1
