@@ -174,6 +174,8 @@ class DeviceModel:
         its own phase, so a fleet does not publish in bursts)."""
         self._start = start
         self._next_reading = start + self._phase
+        if self.kind.faults is not None and self._faults is not None:
+            self.kind.faults.begin(self._faults, start)
         return self._next_at()
 
     def _next_at(self) -> float:

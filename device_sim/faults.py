@@ -67,6 +67,14 @@ class Schedule(_Model):
             return None
         return self.at.resolve(start) + index * (self.every or 0.0)
 
+    def first_from(self, start: float) -> int:
+        """Index of the first occurrence at or after ``start`` (an absolute ``at`` may lie before the run)."""
+        first = self.at.resolve(start)
+        if first >= start or self.every is None:
+            return 0 if first >= start else 1
+        index = math.ceil((start - first) / self.every)
+        return index if self.times is None else min(index, self.times)
+
     def current(self, start: float, now: float) -> int | None:
         """Index of the latest occurrence at or before ``now``, None before the first."""
         first = self.at.resolve(start)
@@ -209,6 +217,12 @@ class FaultPlan:
         self.reading = [(i, f) for i, f in enumerate(faults) if f.type not in CONNECTION_FAULTS]
         self.connection = [(i, f) for i, f in enumerate(faults) if f.type in CONNECTION_FAULTS]
         self.scheduled = any(f.schedule is not None for f in faults)
+
+    def begin(self, state: FaultState, start: float) -> None:
+        """A run starts at ``start``: occurrences before it are not played."""
+        for index, fault in enumerate(self.faults):
+            if fault.schedule is not None:
+                state.pending[index] = fault.schedule.first_from(start)
 
     def next_connection_event(self, state: FaultState, start: float) -> float | None:
         """Time of the next scheduled dropout or storm not yet used."""

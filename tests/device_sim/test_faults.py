@@ -252,3 +252,15 @@ def test_faults_are_reproducible() -> None:
         return [m.payload if m else None for _, m, _ in _run(_devices(faults)[0], 500)]
 
     assert payloads() == payloads()
+
+
+def test_absolute_schedules_skip_what_lies_before_the_run() -> None:
+    # START is 2027-01-15T08:00:00Z; a daily 07:55 occurrence first plays the next day, a past one never
+    (daily,) = _devices(
+        "      - {type: null, metrics: [humidity], schedule: {at: '2027-01-01T07:55:00Z', every: 1d}}"
+    )
+    hits = [at for at, m, _ in _run(daily, 9000) if m is not None and m.fault == "null"]
+    assert START + 86400 - 300 <= hits[0] < START + 86400 - 290
+    assert len(hits) == 1
+    (past,) = _devices("      - {type: dropout, schedule: {at: '2027-01-01T00:00:00Z'}}")
+    assert all(connection is Connection.KEEP for _, _, connection in _run(past, 100))
