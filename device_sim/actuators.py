@@ -46,6 +46,10 @@ def same(a: Any, b: Any) -> bool:
     return a == b and (type(a) is bool) == (type(b) is bool)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -158,18 +162,24 @@ class Command(_Model):
                     hint = f" ({_YAML_BOOLEANS})" if type(value) is bool and param.type == "enum" else ""
                     raise ValueError(f"cases[{index}].when.{name}: {problem}{hint}")
             for effect in case.effects:
-                if (
-                    isinstance(effect, Set | Offset)
-                    and effect.param is not None
-                    and effect.param not in self.params
-                ):
-                    raise ValueError(
-                        f"cases[{index}]: effect on {effect.metric} uses unknown param {effect.param!r}"
-                    )
+                if not isinstance(effect, Set | Offset):
+                    continue
+                where = f"cases[{index}]: the {effect.type} effect on {effect.metric}"
+                if effect.param is not None:
+                    param = self.params.get(effect.param)
+                    if param is None:
+                        raise ValueError(f"{where} uses unknown param {effect.param!r}")
+                    if isinstance(effect, Offset) and param.type not in ("number", "integer"):
+                        raise ValueError(
+                            f"{where} needs a number or integer param, {effect.param!r} is {param.type}"
+                        )
+                elif isinstance(effect, Offset) and not _number(effect.value):
+                    raise ValueError(f"{where} needs a numeric value")
         return self
 
-    def metric_names(self) -> list[str]:
-        return [effect.metric for case in self.cases for effect in case.effects]
+    def effects(self) -> list[tuple[int, int, Effect]]:
+        """(case index, effect index, effect) of every effect."""
+        return [(c, e, effect) for c, case in enumerate(self.cases) for e, effect in enumerate(case.effects)]
 
     def check(self, name: str, params: Any, device_id: str) -> tuple[Case | None, dict[str, Any]]:
         """The case ``params`` select (None: no case, the command's effects stop) and the params with their
@@ -264,11 +274,7 @@ class ActuatorState:
                     continue
                 if isinstance(effect, Set):
                     value = effect.resolve(params)
-                elif (
-                    isinstance(effect, Offset)
-                    and isinstance(value, int | float)
-                    and not isinstance(value, bool)
-                ):
+                elif isinstance(effect, Offset) and _number(value):
                     value = value + effect.resolve(params)
         return value
 

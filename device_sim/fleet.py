@@ -104,14 +104,29 @@ class DeviceTemplate(_Model):
                 found.append((("metrics",), str(exc)))
         for index, fault in enumerate(self.faults):
             for metric_name in fault.metric_names():
-                if metric_name not in metrics:
+                metric = metrics.get(metric_name)
+                if metric is None:
                     found.append((("faults", index, "metrics"), f"unknown metric {metric_name!r}"))
+                elif fault.type == "outlier" and metric.kind() != "number":
+                    found.append(
+                        (
+                            ("faults", index, "metrics"),
+                            f"an outlier needs a numeric metric, {metric_name} is {metric.kind()}",
+                        )
+                    )
         for name, command in self.commands.items():
-            for case_index, case in enumerate(command.cases):
-                for effect_index, effect in enumerate(case.effects):
-                    if effect.metric not in metrics:
-                        where = ("commands", name, "cases", case_index, "effects", effect_index, "metric")
-                        found.append((where, f"unknown metric {effect.metric!r}"))
+            for case_index, effect_index, effect in command.effects():
+                where = ("commands", name, "cases", case_index, "effects", effect_index, "metric")
+                metric = metrics.get(effect.metric)
+                if metric is None:
+                    found.append((where, f"unknown metric {effect.metric!r}"))
+                elif effect.type != "set" and metric.kind() != "number":
+                    found.append(
+                        (
+                            where,
+                            f"a {effect.type} effect needs a numeric metric, {effect.metric} is {metric.kind()}",
+                        )
+                    )
         return found
 
     def evaluation_order(self) -> list[str]:

@@ -214,6 +214,48 @@ devices:
     assert "cases[0].when.level: 9 is above the maximum 3" in joined
 
 
+def test_effects_and_outliers_need_numbers(tmp_path: Path) -> None:
+    text = """\
+devices:
+  - type: t
+    id: t-{n}
+    interval: 1s
+    metrics:
+      a: {type: constant, value: 1}
+      door: {type: boolean}
+    faults:
+      - {type: outlier, magnitude: 5, metrics: [door], probability: 0.1}
+    commands:
+      open:
+        params: {how: {type: string}}
+        cases:
+          - effects: [{type: rate, metric: door, per_minute: 1}, {type: set, metric: door, value: true}]
+"""
+    issues = [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)]
+    assert issues == [
+        ":9:48: devices.0.faults.0.metrics: an outlier needs a numeric metric, door is boolean",
+        ":14:44: devices.0.commands.open.cases.0.effects.0.metric: a rate effect needs a numeric metric, door is boolean",
+    ]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_fleet(tmp_path / "nope.yaml")
+
+
+def test_offsets_need_numeric_params(tmp_path: Path) -> None:
+    text = """\
+devices:
+  - type: t
+    id: t-{n}
+    interval: 1s
+    metrics: {a: {type: constant, value: 1}}
+    commands:
+      nudge:
+        params: {how: {type: string}}
+        cases: [{effects: [{type: offset, metric: a, param: how}]}]
+"""
+    assert [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)] == [
+        ":8:9: devices.0.commands.nudge: cases[0]: the offset effect on a needs a number or integer param,"
+        " 'how' is string"
+    ]
