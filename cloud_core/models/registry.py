@@ -69,4 +69,9 @@ class Device(Timestamped, Base):
         Index("ix_devices_gateway", "gateway_id"),
         Index("ix_devices_type", "type_id"),
         Index("ix_devices_status", "status"),
+        # keyset pages sorted by these keys (ties by id) read an index range instead of sorting the table;
+        # last_seen is not indexed: ingest rewrites it on every flush, and its sort is rare
+        Index("ix_devices_name_id", "name", "id"),
+        Index("ix_devices_created_at_id", "created_at", "id"),
+        Index("ix_devices_updated_at_id", "updated_at", "id"),
     )
