@@ -195,12 +195,12 @@ def create_authority(
         )
     now = now or datetime.now(UTC)
     root_key = generate_key(key_kind)
-    root_name = _ca_name(organization, f"{organization} Root CA")
-    root = _ca_certificate(root_name, root_key, root_name, root_key, None, 1, now, now + root_validity)
+    root_name = ca_name(organization, f"{organization} Root CA")
+    root = ca_certificate(root_name, root_key, root_name, root_key, None, 1, now, now + root_validity)
     key = generate_key(key_kind)
-    name = _ca_name(organization, f"{organization} Issuing CA 1")
+    name = ca_name(organization, f"{organization} Issuing CA 1")
     not_after = min(now + intermediate_validity, root.not_valid_after_utc)
-    intermediate = _ca_certificate(name, key, root_name, root_key, root, 0, now, not_after)
+    intermediate = ca_certificate(name, key, root_name, root_key, root, 0, now, not_after)
     directory.mkdir(parents=True, exist_ok=True)
     write_private_key(directory / ROOT_KEY, root_key, root_passphrase)
     write_pem(directory / ROOT_CERT, root)
@@ -211,30 +211,43 @@ def create_authority(
 
 
 def load_authority(directory: Path) -> CertificateAuthority:
-    """The issuing CA from ``directory`` (``intermediate.pem``, ``intermediate.key``, ``root.pem``); the root key is
-    never read. Missing or mismatched files raise :class:`CaError`."""
+    """The issuing CA from ``directory`` (``intermediate.pem``, ``intermediate.key``, ``root.pem``, and
+    ``chain.pem`` for intermediates retired by a rotation but still trusted); the root key is never read. Missing
+    or mismatched files raise :class:`CaError`."""
     if not (directory / INTERMEDIATE_CERT).exists():
         raise CaError(
             "not a CA directory (no intermediate.pem); create one with `fieldline certs init`", path=directory
         )
     try:
-        intermediate = load_certificates(directory / INTERMEDIATE_CERT)[0]
-        key = load_private_key(directory / INTERMEDIATE_KEY)
         root = load_certificates(directory / ROOT_CERT)[0]
+        chain = load_certificates(directory / CHAIN)
     except CertificateFileError as exc:
         raise CaError(str(exc), path=directory) from exc
+    authority = load_issuer(directory / INTERMEDIATE_CERT, directory / INTERMEDIATE_KEY, root)
+    retired = [c for c in chain[1:-1] if c != authority.certificate]
+    authority.chain = [authority.certificate, *retired, root]
+    return authority
+
+
+def load_issuer(cert_file: Path, key_file: Path, root: x509.Certificate) -> CertificateAuthority:
+    """An intermediate's certificate and key, checked to belong together and to be signed by ``root``."""
+    try:
+        intermediate = load_certificates(cert_file)[0]
+        key = load_private_key(key_file)
+    except CertificateFileError as exc:
+        raise CaError(str(exc), path=cert_file.parent) from exc
     if _public_der(key.public_key()) != _public_der(intermediate.public_key()):
-        raise CaError("intermediate.key does not belong to intermediate.pem", path=directory)
+        raise CaError(f"{key_file.name} does not belong to {cert_file.name}", path=cert_file.parent)
     try:
         intermediate.verify_directly_issued_by(root)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise CaError(
-            f"intermediate.pem is not signed by root.pem ({type(exc).__name__})", path=directory
+            f"{cert_file.name} is not signed by root.pem ({type(exc).__name__})", path=cert_file.parent
         ) from exc
     return CertificateAuthority(certificate=intermediate, key=key, chain=[intermediate, root])
 
 
-def _ca_name(organization: str, common_name: str) -> x509.Name:
+def ca_name(organization: str, common_name: str) -> x509.Name:
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
@@ -243,7 +256,7 @@ def _ca_name(organization: str, common_name: str) -> x509.Name:
     )
 
 
-def _ca_certificate(
+def ca_certificate(
     subject: x509.Name,
     key: PrivateKey,
     issuer: x509.Name,

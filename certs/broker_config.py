@@ -40,9 +40,9 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from certs.authority import CertificateAuthority
+from certs.crl import crl_bundle
 from certs.errors import CertificateFileError
 from certs.keys import load_certificates, write_atomic, write_pem, write_private_key
 
@@ -159,7 +159,7 @@ def write_broker_config(
     ca: CertificateAuthority,
     out: Path,
     *,
-    crl: x509.CertificateRevocationList,
+    crls: Sequence[x509.CertificateRevocationList],
     port: int = 8883,
     bind: str | None = None,
     cloud_port: int = 8884,
@@ -169,13 +169,14 @@ def write_broker_config(
     cloud_client: str = DEFAULT_CLOUD_CLIENT,
     now: datetime | None = None,
 ) -> BrokerLayout:
-    """Write the broker's configuration, ACL, chain and CRL into ``out``; issue the broker's server certificate
-    and the cloud core's client certificate unless valid ones from this CA are already there."""
+    """Write the broker's configuration, ACLs, chain and CRLs (one per issuing intermediate) into ``out``; issue
+    the broker's server certificate and the cloud core's client certificate unless current ones from this CA are
+    already there."""
     layout = BrokerLayout(out, cloud_client)
     now = now or datetime.now(UTC)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(layout.cafile, ca.chain_pem(), 0o644)
-    write_atomic(layout.crlfile, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(layout.crlfile, crl_bundle(crls), 0o644)
     if not _usable(layout.certfile, layout.keyfile, ca, now):
         cert, key = ca.issue_server(server_name, server_sans, now=now)
         write_private_key(layout.keyfile, key)

@@ -115,6 +115,34 @@ def init(
     )
 
 
+@app.command("rotate-intermediate")
+def rotate_intermediate(
+    directory: CaDir,
+    root_passphrase_file: Annotated[
+        Path | None, typer.Option(help="The root key's passphrase (first line of this file).")
+    ] = None,
+    prompt: Annotated[bool, typer.Option("--prompt", help="Ask for the root key's passphrase.")] = False,
+    days: Annotated[int, typer.Option("--days", min=1, help="Validity of the new intermediate.")] = 1825,
+) -> None:
+    """Sign a new issuing intermediate with the root (bring root.key back for this); the old one is retired but
+    stays trusted in chain.pem and keeps signing its CRL until it expires. Redistribute chain.pem and the CRL."""
+    from certs.rotation import rotate_intermediate as rotate
+
+    with _one_line_errors():
+        ca = rotate(
+            directory,
+            root_passphrase=_passphrase(root_passphrase_file, prompt),
+            validity=timedelta(days=days),
+        )
+    console.print(
+        f"new issuing CA: {ca.certificate.subject.rfc4514_string()} (until {ca.certificate.not_valid_after_utc:%Y-%m-%d})"
+    )
+    console.print(
+        f"{directory / 'chain.pem'} now trusts {len(ca.chain) - 1} intermediate(s): copy it to brokers and clients"
+    )
+    console.print("then run `fieldline certs crl` (one CRL per intermediate) and move root.key offline again")
+
+
 @app.command("issue-server")
 def issue_server(
     directory: CaDir,
@@ -213,24 +241,40 @@ def crl(
     der: Annotated[bool, typer.Option("--der", help="DER instead of PEM.")] = False,
     days: Annotated[int, typer.Option("--days", min=1, help="Days until nextUpdate.")] = 7,
 ) -> None:
-    """Sign a CRL listing every certificate revoked here, with a CRL number and nextUpdate."""
-    from certs.authority import load_authority
-    from certs.crl import crl_bytes
+    """Sign a CRL listing every certificate revoked here, with a CRL number and nextUpdate (after a rotation, one
+    CRL per issuing intermediate still valid, one after the other in the PEM file)."""
+    from certs.crl import crl_bundle, crl_bytes
     from certs.keys import write_atomic
-    from certs.store import CertificateStore
 
     with _one_line_errors():
-        ca = load_authority(directory)
-        store = CertificateStore.open(directory)
         now = datetime.now(UTC)
-        revocation_list = ca.build_crl(
-            store.revoked(), next_update=timedelta(days=days), now=now, number=store.next_crl_number(now)
-        )
+        crls = _sign_crls(directory, timedelta(days=days), now)
+        if der and len(crls) > 1:
+            raise CertsError(
+                f"a DER file holds one CRL but {len(crls)} intermediates issue (after a rotation): use PEM"
+            )
         target = out or directory / ("crl.der" if der else "crl.pem")
-        write_atomic(target, crl_bytes(revocation_list, der=der), 0o644)
+        write_atomic(target, crl_bytes(crls[0], der=True) if der else crl_bundle(crls), 0o644)
     console.print(
-        f"wrote {target}: {len(revocation_list)} revoked, next update {now + timedelta(days=days):%Y-%m-%d %H:%M} UTC"
+        f"wrote {target}: {len(crls[0])} revoked, {len(crls)} CRL(s), "
+        f"next update {now + timedelta(days=days):%Y-%m-%d %H:%M} UTC"
     )
+
+
+def _sign_crls(
+    directory: Path, next_update: timedelta, now: datetime
+) -> list[x509.CertificateRevocationList]:
+    """One CRL per issuing intermediate (the current one first), each listing every revocation of the registry
+    (serials are random 159-bit numbers: listing another intermediate's serial revokes nothing else)."""
+    from certs.rotation import issuing_authorities
+    from certs.store import CertificateStore
+
+    store = CertificateStore.open(directory)
+    revoked, number = store.revoked(), store.next_crl_number(now)
+    return [
+        ca.build_crl(revoked, next_update=next_update, now=now, number=number)
+        for ca in issuing_authorities(directory, now)
+    ]
 
 
 @app.command()
@@ -293,15 +337,13 @@ def broker_config(
 
     with _one_line_errors():
         ca = load_authority(directory)
-        store = CertificateStore.open(directory)
         now = datetime.now(UTC)
-        revocation_list = ca.build_crl(
-            store.revoked(), next_update=timedelta(days=7), now=now, number=store.next_crl_number(now)
-        )
+        crls = _sign_crls(directory, timedelta(days=7), now)
+        store = CertificateStore.open(directory)
         layout = write_broker_config(
             ca,
             out,
-            crl=revocation_list,
+            crls=crls,
             port=port,
             bind=bind,
             cloud_port=cloud_port,

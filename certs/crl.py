@@ -50,6 +50,19 @@ def parse_crl(data: bytes, *, source: str) -> x509.CertificateRevocationList:
         raise CrlError(f"not a PEM or DER CRL ({exc})", source=source) from exc
 
 
+def parse_crls(data: bytes, *, source: str) -> list[x509.CertificateRevocationList]:
+    """Every CRL in PEM ``data`` (a broker's ``crlfile`` holds one per issuing intermediate), or the one DER CRL."""
+    marker = b"-----BEGIN X509 CRL-----"
+    if marker not in data:
+        return [parse_crl(data, source=source)]
+    return [parse_crl(marker + block, source=source) for block in data.split(marker)[1:]]
+
+
+def crl_bundle(crls: Sequence[x509.CertificateRevocationList]) -> bytes:
+    """The CRLs one after the other in PEM (what Mosquitto's ``crlfile`` and OpenSSL read)."""
+    return b"".join(crl_bytes(crl) for crl in crls)
+
+
 def load_crl(path: Path) -> x509.CertificateRevocationList:
     try:
         data = path.read_bytes()

@@ -1,6 +1,7 @@
 """Keep the broker's ``crlfile`` in step with the CRL the cloud publishes (``GET /api/v1/pki/crl``).
 
-Each round fetches the CRL, checks its signature against the CA chain, and replaces the file atomically when it
+Each round fetches the CRL (or, after an intermediate rotation, one CRL per issuing intermediate in one PEM
+file), checks every signature against the CA chain, and replaces the file atomically when it
 carries a higher CRL number and either revokes a different set of certificates or the installed one has used up
 half of its life; then it makes the broker reload. Mosquitto 2.0 re-reads ``crlfile`` on SIGHUP for new
 connections (verified with 2.0.11, see docs/security.md); sessions already open survive a SIGHUP, so cutting a
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from certs.crl import crl_bytes, crl_number, parse_crl, revoked_serials, verify_crl
+from certs.crl import crl_bundle, crl_number, parse_crls, revoked_serials, verify_crl
 from certs.errors import CertsError, CrlError
 from certs.keys import load_certificates, write_atomic
 from certs.tls import client_context
@@ -76,29 +77,32 @@ def install_crl(
     now: datetime,
     source: str,
 ) -> SyncOutcome:
-    """Write ``data`` (a PEM or DER CRL) to ``out`` as PEM if it is signed by ``chain``, still valid, and worth
-    replacing the installed one for (see the module docstring)."""
-    crl = parse_crl(data, source=source)
-    verify_crl(crl, chain, source=source)
-    number = crl_number(crl)
-    if crl.next_update_utc is not None and crl.next_update_utc <= now:
-        raise CrlError(
-            f"CRL {number} expired at {crl.next_update_utc:%Y-%m-%d %H:%M} UTC; not installed", source=source
-        )
+    """Write ``data`` (a DER CRL, or PEM with one CRL per issuing intermediate) to ``out`` as PEM if every CRL in
+    it is signed by ``chain`` and still valid, and it is worth replacing what is installed (module docstring).
+    The CRL number compared is the highest of the bundle."""
+    crls = parse_crls(data, source=source)
+    for crl in crls:
+        verify_crl(crl, chain, source=source)
+        if crl.next_update_utc is not None and crl.next_update_utc <= now:
+            raise CrlError(
+                f"CRL {crl_number(crl)} expired at {crl.next_update_utc:%Y-%m-%d %H:%M} UTC; not installed",
+                source=source,
+            )
+    number = max(crl_number(crl) for crl in crls)
     current = _installed(out, chain)
-    if current is not None:
-        previous = crl_number(current)
+    previous = max((crl_number(crl) for crl in current), default=None) if current else None
+    if current and previous is not None:
         if number <= previous:
             return SyncOutcome(
                 False, number, previous, f"CRL {number} is not newer than the installed {previous}"
             )
-        if revoked_serials(crl) == revoked_serials(current) and not _past_half_life(current, now):
+        if _revocations(crls) == _revocations(current) and not any(_past_half_life(c, now) for c in current):
             return SyncOutcome(
                 False, number, previous, "same revocations and the installed CRL is still fresh"
             )
-    write_atomic(out, crl_bytes(crl), 0o644)
-    previous_number = crl_number(current) if current is not None else None
-    return SyncOutcome(True, number, previous_number, f"installed CRL {number} ({len(crl)} revoked)")
+    write_atomic(out, crl_bundle(crls), 0o644)
+    revoked = len(set().union(*(revoked_serials(crl) for crl in crls)))
+    return SyncOutcome(True, number, previous, f"installed CRL {number} ({revoked} revoked)")
 
 
 def signal_reload(pid_file: Path) -> Reload:
@@ -169,14 +173,21 @@ def run(
         stop.wait(interval)
 
 
-def _installed(out: Path, chain: list[x509.Certificate]) -> x509.CertificateRevocationList | None:
-    """The CRL in ``out`` if it is ours and readable; otherwise None (it will be replaced)."""
+def _installed(out: Path, chain: list[x509.Certificate]) -> list[x509.CertificateRevocationList]:
+    """The CRLs in ``out`` if all are ours and readable; otherwise none (the file will be replaced)."""
     try:
-        crl = parse_crl(out.read_bytes(), source=str(out))
-        verify_crl(crl, chain, source=str(out))
+        crls = parse_crls(out.read_bytes(), source=str(out))
+        for crl in crls:
+            verify_crl(crl, chain, source=str(out))
     except (OSError, CrlError):
-        return None
-    return crl
+        return []
+    return crls
+
+
+def _revocations(crls: list[x509.CertificateRevocationList]) -> set[tuple[str, int]]:
+    return {(crl.issuer.rfc4514_string(), serial) for crl in crls for serial in revoked_serials(crl)} | {
+        (crl.issuer.rfc4514_string(), -1) for crl in crls
+    }
 
 
 def _past_half_life(crl: x509.CertificateRevocationList, now: datetime) -> bool:
@@ -187,11 +198,12 @@ def _past_half_life(crl: x509.CertificateRevocationList, now: datetime) -> bool:
 
 def _warn_if_stale(out: Path, ca_file: Path) -> None:
     try:
-        crl = _installed(out, load_certificates(ca_file))
+        installed = _installed(out, load_certificates(ca_file))
     except CertsError:
         return
-    if crl is not None and crl.next_update_utc is not None:
-        left = crl.next_update_utc - datetime.now(UTC)
+    updates = [crl.next_update_utc for crl in installed if crl.next_update_utc is not None]
+    if updates:
+        left = min(updates) - datetime.now(UTC)
         if left.total_seconds() < 6 * 3600:
             log.warning(
                 "the installed CRL expires soon: the broker will refuse every client once it has",

@@ -93,7 +93,7 @@ class TlsMosquitto(Mosquitto):
         self.layout = write_broker_config(
             self.ca,
             self.workdir / "broker",
-            crl=self.ca.build_crl(list(self.revoked)),
+            crls=[self.ca.build_crl(list(self.revoked))],
             port=self.port,
             cloud_port=self.cloud_port,
         )
