@@ -53,8 +53,6 @@ from fieldline.wire import decode_batch, valid_id
 
 log = logging.getLogger("fieldline.cloud.ingest")
 
-SESSION_EXPIRY = 7 * 86400
-"""Seconds the broker keeps this client's session (and queues its share of the uplink) while it is away."""
 TRANSIENT_SQLSTATES = ("40001", "40P01", "55P03", "57P01")
 """Serialization failure, deadlock, lock not available, admin shutdown: worth retrying."""
 
@@ -80,14 +78,13 @@ class Ingest:
         store: PointWriter,
         *,
         client_id: str | None = None,
-        session_expiry: int = SESSION_EXPIRY,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.writer = UplinkWriter(settings, database, bus, store, clock=clock)
         self.stats = self.writer.stats
         self.client_id = client_id or f"{settings.broker.client_id}-ingest"
-        self.session_expiry = session_expiry
+        self.session_expiry = int(settings.broker.session_expiry)
         self.connected = False
         self.last_error: str | None = None
         self._queue: asyncio.Queue[UplinkMessage | None] = asyncio.Queue(settings.ingest.queue_size)

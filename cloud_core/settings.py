@@ -59,6 +59,11 @@ class BrokerSettings(_Model):
         "fieldline-ingest", description="shared subscription group ($share/<group>/...)"
     )
     keepalive: int = Field(30, ge=5)
+    session_expiry: Duration = Field(
+        7 * 86400.0,
+        description="how long the broker keeps the ingest's session, and queues its share of the uplink, while "
+        "the cloud core is away (0: the session ends with the connection)",
+    )
 
 
 class IngestSettings(_Model):

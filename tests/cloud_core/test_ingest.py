@@ -491,3 +491,30 @@ def test_seq_mark_gives_up_on_old_gaps() -> None:
     assert not seq_mark.add(3, max_seen=4)
     assert seq_mark.add(9, max_seen=4)
     assert (seq_mark.low, seq_mark.seen) == (10, set())
+
+
+@pytest.mark.parametrize(("session_expiry", "kept"), [("7d", 3), (0, 0)])
+async def test_the_broker_keeps_the_uplink_for_the_session_expiry(
+    tmp_path: Path, cloud_mosquitto: Mosquitto, session_expiry: Any, kept: int
+) -> None:
+    """Batches sent while the cloud core is away wait in its session for ``broker.session_expiry``; with 0 the
+    session ends with the connection and they are not kept for it."""
+    broker = {"session_expiry": session_expiry}
+    async with (
+        without_ingest(tmp_path, cloud_mosquitto.port, broker=broker) as (services, settings),
+        FakeGateway(cloud_mosquitto.port, "gw-1") as gateway,
+    ):
+        store: TimeSeriesStore = services.parts["tsdb"]
+        assert Ingest(settings, services.database, services.bus, CloudMetrics(), store).session_expiry == (
+            604800 if kept else 0
+        )
+        async with Ingest(settings, services.database, services.bus, CloudMetrics(), store) as first:
+            await eventually(lambda: first.connected)
+        for seq in (1, 2, 3):
+            await gateway.send(RecordKind.RAW, telemetry(seq), seq=seq)
+        async with Ingest(settings, services.database, services.bus, CloudMetrics(), store) as back:
+            await eventually(lambda: back.connected)
+            await gateway.send(RecordKind.RAW, telemetry(4), seq=4)  # queued ones, if any, come before it
+            await processed(back, kept + 1)
+            assert back.stats.batches == kept + 1
+        assert await stored(store, "boiler-1") == (kept + 1) * 10
