@@ -301,6 +301,8 @@ async def test_revoking_a_gateway_publishes_the_crl_and_shuts_it_out(
     key, cert = await enrolled(cloud, anonymous)
     _, other = await enrolled(cloud, anonymous, "gw-2")
     unused = await token(cloud)
+    before = x509.load_pem_x509_crl((await anonymous.get("/api/v1/pki/crl")).content)
+    assert len(before) == 0
     async with cloud.services.bus.subscribe(GATEWAY_REVOKED) as events:
         async with cloud.client("operator") as operator:
             assert (await operator.post("/api/v1/gateways/gw-1/revoke")).status_code == 403

@@ -206,7 +206,7 @@ async def list_certificates(
     ),
 )
 async def crl(services: ServicesDep, accept: Annotated[str | None, Header()] = None) -> Response:
-    """The certificate revocation list, signed by the issuing CA and built at each request (public)."""
+    """The certificate revocation list, signed by the issuing CA, current with the database's revocations (public)."""
     current = await _pki(services).crl()
     if accept is not None and DER_CRL in accept:
         return Response(current.public_bytes(serialization.Encoding.DER), media_type=DER_CRL)
