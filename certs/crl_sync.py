@@ -55,7 +55,7 @@ def fetch_crl(url: str, *, ca_file: Path, timeout: float = FETCH_TIMEOUT) -> byt
     """The body of ``GET url``; an ``https`` URL is verified against ``ca_file``. Failures raise a retryable
     :class:`CrlError`."""
     context: ssl.SSLContext | None = client_context(ca_file=ca_file) if url.startswith("https:") else None
-    request = urllib.request.Request(url, headers={"Accept": "application/pkix-crl, application/x-pem-file"})
+    request = urllib.request.Request(url, headers={"Accept": "application/x-pem-file"})
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
             body = answer.read(MAX_CRL_BYTES + 1)
