@@ -94,3 +94,22 @@ def test_rotation_through_the_cli(tmp_path: Path) -> None:
     result = runner.invoke(app, ["crl", "--dir", str(directory), "--der"])
     assert result.exit_code == 1
     assert "a DER file holds one CRL" in result.output
+
+
+def test_root_rotation_overlap_takes_effect_on_sighup(tmp_path: Path) -> None:
+    """Root rotation, step 1 (docs/security.md): the broker trusts both chains and holds both CRLs; a SIGHUP is
+    enough for gateways of the new root to connect while those of the old one still do."""
+    old = create_authority(tmp_path / "old")
+    new = create_authority(tmp_path / "new", organization="Fieldline 2036")
+    broker = TlsMosquitto(port=free_port(), workdir=tmp_path / "broker", ca=old)
+    broker.start()
+    try:
+        newcomer = write_client(new, tmp_path / "clients", "gw-new", trust=old)
+        assert refusal(broker, newcomer, "gw-new") == "TLSV1_ALERT_UNKNOWN_CA"
+        broker.layout.cafile.write_bytes(old.chain_pem() + new.chain_pem())
+        broker.layout.crlfile.write_bytes(crl_bundle([old.build_crl([]), new.build_crl([])]))
+        broker.reload()
+        assert refusal(broker, newcomer, "gw-new") is None
+        assert refusal(broker, write_client(old, tmp_path / "clients", "gw-old"), "gw-old") is None
+    finally:
+        broker.stop()
