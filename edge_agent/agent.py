@@ -132,6 +132,7 @@ class Agent:
                     self.committer,
                     ack_timeout=cfg.automation.command_ack_timeout,
                     device_types=self.ingest.device_types,
+                    on_report=self.automation.observe if self.automation is not None else None,
                     clock=self.clock,
                 )
             )

@@ -7,6 +7,7 @@ agent's ``storage.sync``), deploys the configured workflows, and gives both engi
     ingest ─ cleaned points, state changes ─▶ AutomationFeed (bounded) ─▶ consumer ─▶ RuleEngine.handle
                                                        ▲                          └─▶ Engine.handle
     EdgeHost.emit ─▶ outbox (EventRecord → fl/{gateway}/up/events) and back into the feed
+    CloudCommands reports (command.delivered/acknowledged/failed) ─▶ outbox and, through ``observe``, the feed
     EdgeHost.send_command / publish ─▶ DeviceCommands ─▶ local broker
 
 The ``DeviceCommands`` client is the agent's, shared with the commands from the cloud: the agent opens it
@@ -191,6 +192,21 @@ class Automation:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
+
+    def observe(self, record: EventRecord) -> None:
+        """An event the agent raised outside the automation (a cloud command's ``command.delivered``,
+        ``command.acknowledged`` or ``command.failed``), fed to the rules and workflows as it goes up."""
+        if self.host.feeding:
+            self.feed.event(
+                Event(
+                    record.type,
+                    record.data,
+                    device_id=record.device_id,
+                    device_type=record.device_type,
+                    ts=record.ts,
+                    source=record.source,
+                )
+            )
 
     async def _stop_feeding(self, consumer: asyncio.Task[None]) -> None:
         self.host.feeding = False

@@ -15,7 +15,8 @@ it reconnects) hands every message on ``fl/{gateway}/down/commands`` to ``CloudC
    from now (the wait for the local broker counts).
 
 Reports are ``EventRecord``s put in the outbox with the command's device, so they survive uplink outages and
-restarts like any other record. The cloud broker's message is acknowledged once the command is handed to the
+restarts like any other record; ``on_report`` (the agent passes its automation's) sees each one too, so local
+rules and workflows can react to a cloud command's outcome. The cloud broker's message is acknowledged once the command is handed to the
 local broker or answered by a report; a command interrupted before that (the agent stopped or died) is delivered
 again by the broker at the next connection.
 """
@@ -83,10 +84,12 @@ class CloudCommands:
         *,
         ack_timeout: float,
         device_types: Mapping[str, str] | None = None,
+        on_report: Callable[[EventRecord], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.commands = commands
         self.sink = sink
+        self.on_report = on_report
         self.ack_timeout = ack_timeout
         self.device_types = device_types or {}
         self.clock = clock
@@ -230,6 +233,8 @@ class CloudCommands:
             device_id, self.clock(), event_type, {"id": command_id, **data}, SOURCE, device_type
         )
         self.sink.emit(record)
+        if self.on_report is not None:
+            self.on_report(record)
 
     # ------------------------------------------------------------------ inspection
 

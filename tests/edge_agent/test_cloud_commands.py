@@ -235,3 +235,39 @@ async def acknowledged_through_the_api(operator: httpx.AsyncClient, device: Comm
 
 async def ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/readyz")).status_code == 200
+
+
+async def test_local_rules_see_the_reports_of_cloud_commands(
+    tmp_path: Path, mosquitto: Mosquitto, cloud_mosquitto: Mosquitto
+) -> None:
+    """A rule on ``command.acknowledged`` fires when a command from the cloud is answered by its device."""
+    rules = tmp_path / "commands.rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - id: cloud-command-done\n"
+        "    when: {event: command.acknowledged}\n"
+        "    actions:\n"
+        "      - {type: emit, event: setpoint.applied, data: {command: '{{ data.id }}', device: '{{ device_id }}'}}\n"
+    )
+    cloud = CloudCollector(cloud_mosquitto.port)
+    device = CommandDevice(mosquitto.port, "boiler-7", answer=lambda c: {"status": "ok", "result": {}})
+    config = agent_config(
+        tmp_path,
+        mosquitto.url,
+        cloud_mosquitto.url,
+        devices={"boiler-7": {"type": "boiler"}},
+        automation={"rules": [str(rules)]},
+    )
+    async with Agent(config) as agent:
+        await connected(agent)
+        sent = command("boiler-7")
+        send(cloud_mosquitto, sent)
+        await eventually(
+            lambda: any(e.type == "setpoint.applied" for e in cloud.events()), message=lambda: cloud.events()
+        )
+        assert agent.automation is not None
+        assert agent.automation.rules.rule_status()["cloud-command-done"]["firings"] == 1
+    [applied] = [e for e in cloud.events() if e.type == "setpoint.applied"]
+    assert applied.data == {"command": sent["id"], "device": "boiler-7"}
+    device.close()
+    cloud.close()
