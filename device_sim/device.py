@@ -98,13 +98,18 @@ class DeviceKind:
         self.names = list(template.metrics)
         self.generators = dict(template.metrics)
         slots: dict[str, int] = {}
+        spreads: dict[str, int | None] = {}
         size = 0
         for name, generator in self.generators.items():
             slots[name] = size
             size += generator.width()
+            spreads[name] = size if generator.spread else None
+            size += 1 if generator.spread else 0
         self.state_size = size
-        self.slots = list(slots.items())
-        self.order = [(name, self.generators[name], slots[name]) for name in template.evaluation_order()]
+        self.slots = [(name, slots[name], spreads[name]) for name in self.names]
+        self.order = [
+            (name, self.generators[name], slots[name], spreads[name]) for name in template.evaluation_order()
+        ]
         self.units = {name: g.unit for name, g in self.generators.items() if g.unit is not None}
         self.numeric = [name for name, g in self.generators.items() if g.kind() == "number"]
         self.faults = FaultPlan(list(template.faults)) if template.faults else None
@@ -138,8 +143,11 @@ class DeviceModel:
         self.counters = DeviceCounters()
         self.state: list[Any] = [None] * kind.state_size
         generators = kind.generators
-        for name, slot in kind.slots:
-            generators[name].init(self, slot)
+        for name, slot, spread_slot in kind.slots:
+            generator = generators[name]
+            generator.init(self, slot)
+            if spread_slot is not None:
+                self.state[spread_slot] = rng.uniform(-generator.spread, generator.spread)
         self._phase = rng.uniform(0.0, kind.template.interval)
         self._faults = FaultState(len(kind.faults.faults)) if kind.faults is not None else None
         self._actuators: ActuatorState | None = None
@@ -230,8 +238,11 @@ class DeviceModel:
         self._last_reading = now
         values: dict[str, Any] = {}
         actuators = self._actuators
-        for name, generator, slot in kind.order:
+        state = self.state
+        for name, generator, slot, spread_slot in kind.order:
             value = generator.sample(self, slot, now, t, dt, values)
+            if spread_slot is not None:
+                value += state[spread_slot]
             values[name] = value if actuators is None else actuators.apply(name, value, now)
         if actuators is not None:
             actuators.finish(now)

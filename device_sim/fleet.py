@@ -10,8 +10,9 @@ pattern (``sensor-{n:04d}``, ``n`` counting from ``start``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -88,6 +89,10 @@ class DeviceTemplate(_Model):
         found: list[tuple[PathKey, str]] = []
         metrics = self.metrics
         for name, metric in metrics.items():
+            if metric.spread and metric.kind() != "number":
+                found.append(
+                    (("metrics", name, "spread"), f"spread applies to numbers, {name} is {metric.kind()}")
+                )
             parts = list(enumerate(metric.components)) if isinstance(metric, Composite) else [(None, metric)]
             for index, part in parts:
                 where: PathKey = (
@@ -211,9 +216,30 @@ class Fleet(_Model):
             raise ConfigError(issues)
 
 
+def _untagged(path: str, data: Any) -> str:
+    """``path`` without the ``type:`` tags pydantic puts in the locations of tagged unions
+    (``devices.0.metrics.x.sine.period`` is ``devices.0.metrics.x.period`` in the file)."""
+    kept: list[str] = []
+    node = data
+    for part in path.split("."):
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        kept.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            node = None
+    return ".".join(kept)
+
+
 def load_fleet(path: str | Path, *, text: str | None = None) -> Fleet:
     """Read and validate a fleet file (or ``text`` named as ``path``); raises ``ConfigError`` with every issue."""
     data, positions = read_yaml(path, text=text)
-    fleet = validate_data(Fleet, data, str(path), positions)
+    try:
+        fleet = validate_data(Fleet, data, str(path), positions)
+    except ConfigError as exc:
+        raise ConfigError([replace(issue, path=_untagged(issue.path, data)) for issue in exc.issues]) from exc
     fleet.check(str(path), positions)
     return fleet

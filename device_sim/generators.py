@@ -79,12 +79,14 @@ def _kind_of(value: Scalar) -> str:
 
 class Generator(_Model):
     """Base of every generator: it keeps ``slots`` values per device in the device's state list from ``slot``.
-    ``unit`` and ``round`` (decimals; 0 makes an integer) belong to the metric, so a composite's components
+    ``unit``, ``round`` (decimals; 0 makes an integer) and ``spread`` (each device adds its own constant, drawn
+    uniformly within ± spread, so devices of a template differ) belong to the metric: a composite's components
     have none."""
 
     slots: ClassVar[int] = 0
     unit: str | None = Field(None, max_length=32)
     round: int | None = Field(None, ge=0, le=12)
+    spread: float = Field(0.0, ge=0)
 
     def width(self) -> int:
         """How many state slots a device needs for this generator."""
@@ -397,8 +399,10 @@ class Composite(Generator):
                 raise ValueError(
                     f"components[{index}] ({component.type}) is not numeric and cannot be combined"
                 )
-            if component.unit is not None or component.round is not None:
-                raise ValueError(f"components[{index}]: unit and round belong to the composite metric")
+            if component.unit is not None or component.round is not None or component.spread:
+                raise ValueError(
+                    f"components[{index}]: unit, round and spread belong to the composite metric"
+                )
         return self
 
     def width(self) -> int:

@@ -259,3 +259,41 @@ devices:
         ":8:9: devices.0.commands.nudge: cases[0]: the offset effect on a needs a number or integer param,"
         " 'how' is string"
     ]
+
+
+def test_spread_is_for_numeric_metrics(tmp_path: Path) -> None:
+    text = """\
+devices:
+  - type: t
+    id: t-{n}
+    interval: 1s
+    metrics:
+      door: {type: boolean, spread: 1}
+      x: {type: composite, components: [{type: noise, sigma: 1, spread: 2}]}
+"""
+    issues = [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)]
+    assert issues == [
+        ":7:10: devices.0.metrics.x: components[0]: unit, round and spread belong to the composite metric"
+    ]
+    text = text.replace("      x: {type: composite, components: [{type: noise, sigma: 1, spread: 2}]}\n", "")
+    issues = [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)]
+    assert issues == [":6:37: devices.0.metrics.door.spread: spread applies to numbers, door is boolean"]
+
+
+def test_union_tags_are_not_in_the_paths(tmp_path: Path) -> None:
+    text = """\
+devices:
+  - type: t
+    id: t-{n}
+    interval: 1s
+    metrics:
+      a: {type: sine}
+      b: {type: random_walk, min: 5, max: 1}
+    faults:
+      - {type: stuck, readings: 2, duration: 1s, probability: 0.1}
+"""
+    assert [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)] == [
+        ":6:10: devices.0.metrics.a.period: Field required",
+        ":7:10: devices.0.metrics.b: min must be below max",
+        ":9:9: devices.0.faults.0: give readings or duration, not both",
+    ]

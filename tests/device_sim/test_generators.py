@@ -193,3 +193,35 @@ def test_rounding() -> None:
     assert _values("{type: constant, value: 2.71828, round: 2}", 1) == [2.72]
     (whole,) = _values("{type: noise, sigma: 10, round: 0}", 1)
     assert isinstance(whole, int)
+
+
+def test_spread_gives_each_device_its_own_offset() -> None:
+    text = """\
+devices:
+  - type: p
+    id: "p-{n}"
+    count: 400
+    interval: 1s
+    metrics:
+      x: {type: constant, value: 10, spread: 2}
+      y:
+        type: composite
+        spread: 1
+        components: [{type: constant, value: 0}, {type: drift, per_hour: 3600}]
+"""
+    offsets = []
+    for device in build_devices(load_fleet("f.yaml", text=text)):
+        at = device.first_tick_at(START)
+        readings = []
+        for _ in range(3):
+            tick = device.tick(at)
+            readings.append((at, orjson.loads(tick.messages[0].payload)["metrics"]))
+            at = tick.next_at
+        assert len({m["x"] for _, m in readings}) == 1  # constant for the device
+        offsets.append(readings[0][1]["x"] - 10)
+        for at, metrics in readings:  # the same offset on the composite's sum
+            assert -1 <= metrics["y"] - (at - START) <= 1
+    assert min(offsets) >= -2
+    assert max(offsets) <= 2
+    assert statistics.fmean(offsets) == pytest.approx(0, abs=0.25)
+    assert statistics.pvariance(offsets) == pytest.approx(4 / 3, rel=0.2)  # uniform on [-2, 2]
