@@ -4,7 +4,10 @@ One line per point: ``fieldline,device=<id> <name>=<value>,... <ts>`` with milli
 VictoriaMetrics the series becomes ``fieldline_<name>{device="<id>"}`` (measurement, ``_``, field name).
 Device ids (``fieldline.wire.ID_PATTERN``) and series names (``fieldline.payloads.NAME_PATTERN``, ``@`` and an
 aggregate name) hold no character that line protocol would need escaped, which is what makes the encoder cheap:
-the values map of each point is serialised by orjson and its JSON punctuation rewritten in bulk.
+each point is one ``%``-format of its device prefix, its values map serialised by orjson and its timestamp, and
+the JSON punctuation of the whole body is rewritten in one ``bytes.translate`` pass (``{``, ``}`` and ``"``
+dropped, ``:`` turned into ``=``). Names and ids may hold ``:`` themselves; when one does, the key ends (``":``)
+are rewritten with ``bytes.replace`` first, which costs more per line.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from cloud_core.tsdb.model import Point
 
 MEASUREMENT = "fieldline"
 
+_COLON_TO_EQUALS = bytes.maketrans(b":", b"=")
+
 
 def encode(points: Iterable[Point], measurement: str = MEASUREMENT) -> bytes:
     """The points as line protocol (millisecond precision), lines separated by ``\\n``.
 
-    Values must be finite floats and names valid (``points_from_batch`` guarantees both).
+    Values must be finite floats and names valid (``points_from_batch`` guarantees both). The body holds one
+    ``,`` per value (the tag's and the fields' separators), which is how the VictoriaMetrics store counts them.
     """
     prefixes: dict[str, bytes] = {}
     lines: list[bytes] = []
@@ -31,6 +37,8 @@ def encode(points: Iterable[Point], measurement: str = MEASUREMENT) -> bytes:
         prefix = prefixes.get(device)
         if prefix is None:
             prefix = prefixes[device] = f"{measurement},device={device} ".encode()
-        # {"a":1.5,"b:c":2.0} -> "a":1.5,"b:c":2.0 ; the ":" rewrite below needs the closing quote of the key
-        append(prefix + dumps(values)[1:-1] + b" %d" % ts)
-    return b"\n".join(lines).replace(b'":', b"=").replace(b'"', b"")
+        append(b"%s%s %d" % (prefix, dumps(values), ts))  # fieldline,device=d {"a":1.5,"b:c":2.0} 17...
+    body = b"\n".join(lines)
+    if body.count(b":") == body.count(b'":'):  # every colon ends a key
+        return body.translate(_COLON_TO_EQUALS, b'{}"')
+    return body.replace(b'":', b"=").translate(None, b'{}"')

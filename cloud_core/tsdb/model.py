@@ -19,7 +19,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from fieldline.payloads import NAME_PATTERN
 from fieldline.wire import AggregateRecord, Batch, RawRecord, RecordKind
@@ -81,6 +81,8 @@ def to_ms(seconds: float) -> int:
 
 
 _names: dict[str, bool] = {}
+_good_names: set[str] = set()
+"""The names in ``_names`` that are valid: ``points_from_batch`` checks a record's names against it at once."""
 _NAMES_LIMIT = 8192
 
 
@@ -90,7 +92,10 @@ def _valid_name(name: object) -> bool:
         known = isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
         if len(_names) >= _NAMES_LIMIT:
             _names.clear()
+            _good_names.clear()
         _names[name] = known  # type: ignore[index]
+        if known:
+            _good_names.add(name)  # type: ignore[arg-type]
     return known
 
 
@@ -171,19 +176,20 @@ def points_from_batch(batch: Batch, skipped: Counter[str] | None = None) -> list
     points: list[Point] = []
     append = points.append
     if batch.kind is RecordKind.RAW:
-        names = _names
-        for record in batch.records:
-            assert isinstance(record, RawRecord)
+        good = _good_names
+        new = tuple.__new__  # Point(...) would run the NamedTuple's Python-level __new__ for each record
+        for record in cast("list[RawRecord]", batch.records):
             metrics = record.metrics
-            for (
-                name,
-                value,
-            ) in metrics.items():  # fast path: every value a finite float, every name known good
-                if type(value) is not float or value - value != 0.0 or names.get(name) is not True:
-                    metrics = _raw_values(metrics, skipped)
+            for value in metrics.values():  # fast path: every value a finite float, every name known good
+                if type(value) is not float or value - value != 0.0:
                     break
+            else:
+                if metrics.keys() <= good and metrics:
+                    append(new(Point, (record.device_id, int(record.ts * 1000.0 + 0.5), metrics)))
+                    continue
+            metrics = _raw_values(metrics, skipped)
             if metrics:
-                append(Point(record.device_id, int(record.ts * 1000.0 + 0.5), metrics))
+                append(new(Point, (record.device_id, int(record.ts * 1000.0 + 0.5), metrics)))
     elif batch.kind is RecordKind.AGG:
         for record in batch.records:
             assert isinstance(record, AggregateRecord)

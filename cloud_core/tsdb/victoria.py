@@ -1,8 +1,9 @@
 """Telemetry in VictoriaMetrics (single node here; its cluster version is the scale-out path).
 
 Writes: InfluxDB line protocol (``cloud_core.tsdb.lineprotocol``) sent with ``influxdb-client``'s synchronous
-write API to ``/api/v2/write`` on a small thread pool, so that encoding the next batch overlaps the server's work
-on the previous one. A series lands as ``fieldline_<name>{device="<id>"}``. Retention is the server's
+write API to ``/api/v2/write`` from a small thread pool. A write is cut into equal requests of at most
+``POINTS_PER_REQUEST`` points; each write thread encodes its request and sends the bytes as one body, so that
+encoding one request overlaps the server's work on another. A series lands as ``fieldline_<name>{device="<id>"}``. Retention is the server's
 (``-retentionPeriod``); so is durability (VictoriaMetrics makes samples searchable within about a second).
 
 Reads: range queries export the raw samples (``/api/v1/export``) and aggregate them with the code the SQLite
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +94,7 @@ class VictoriaMetricsStore:
         self.counters = dict.fromkeys(
             ("points_written", "requests", "bytes_sent", "write_errors", "query_errors"), 0
         )
+        self._counting = threading.Lock()
 
     async def __aenter__(self) -> VictoriaMetricsStore:
         self._influx = InfluxDBClient(
@@ -133,32 +136,40 @@ class VictoriaMetricsStore:
         """Send ``points``; returns once the server has accepted them."""
         if self._pool is None:
             raise StoreUnavailable(BACKEND, "the store is not open")
+        if not points:
+            return
         loop = asyncio.get_running_loop()
         pool = self._pool
+        requests = -(-len(points) // POINTS_PER_REQUEST)
+        size = -(-len(points) // requests)  # equal parts: no small request left at the end
         await asyncio.gather(
             *(
-                loop.run_in_executor(pool, self._post, points[i : i + POINTS_PER_REQUEST])
-                for i in range(0, len(points), POINTS_PER_REQUEST)
+                loop.run_in_executor(pool, self._post, points[i : i + size])
+                for i in range(0, len(points), size)
             )
         )
 
     def _post(self, points: Sequence[Point]) -> None:
+        """Encode and send one request (on a write thread: encoding overlaps the server's work on the others)."""
         assert self._writer is not None
         body = encode(points)
         try:
             self._writer.write(bucket=MEASUREMENT, record=body, write_precision=WritePrecision.MS)
         except ApiException as exc:
-            self.counters["write_errors"] += 1
+            self._count(write_errors=1)
             status = exc.status or 0
             if 400 <= status < 500 and status not in (408, 429):
                 raise WriteRejected(BACKEND, f"write refused ({status}): {exc.body!r:.300}") from exc
             raise StoreUnavailable(BACKEND, f"write failed ({status}): {exc.reason}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            self.counters["write_errors"] += 1
+            self._count(write_errors=1)
             raise StoreUnavailable(BACKEND, f"cannot write to {self.url}: {exc}") from exc
-        self.counters["requests"] += 1
-        self.counters["bytes_sent"] += len(body)
-        self.counters["points_written"] += sum(len(p.values) for p in points)
+        self._count(requests=1, bytes_sent=len(body), points_written=body.count(b","))  # one "," per value
+
+    def _count(self, **amounts: int) -> None:
+        with self._counting:  # the write threads count concurrently
+            for name, amount in amounts.items():
+                self.counters[name] += amount
 
     # ----------------------------------------------------------------------------------------- reads
 

@@ -1,5 +1,6 @@
-"""The VictoriaMetrics store against a real ``victoria-metrics`` started by the test: what lands in the server,
-answers, repeated samples, latest values, precision, and an unreachable server."""
+"""The VictoriaMetrics store against a real ``victoria-metrics`` started by the test: what lands in the server
+(names and ids holding ``:`` included, writes split over several requests), answers, repeated samples, latest
+values, precision, and an unreachable server; the line protocol encoder byte for byte."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import httpx
 import pytest
 
 from cloud_core.tsdb import Point, Query, StoreUnavailable, VictoriaMetricsStore
+from cloud_core.tsdb.lineprotocol import encode
+from cloud_core.tsdb.victoria import POINTS_PER_REQUEST
 from tests.cloud_core.tsdbkit import HOUR, raw_points, recent_hour, victoria_server
 from tests.servicekit import VictoriaMetrics
 
@@ -34,6 +37,55 @@ async def test_points_land_as_one_series_per_device_and_metric(victoria: Victori
         names = sorted(line.split('"__name__":"')[1].split('"')[0] for line in exported.splitlines())
         assert names == ["fieldline_temperature", "fieldline_temperature@mean"]
         assert store.stats()["points_written"] == 2
+
+
+def test_line_protocol_one_line_per_point() -> None:
+    points = [
+        Point("dev-1", 1_700_000_000_123, {"temperature": 21.5, "t@mean": -0.25}),
+        Point("dev-2", 1_700_000_000_124, {"tiny": 1e-7, "huge": 1.5e300, "whole": 3.0}),
+        Point("dev-1", 1_700_000_000_125, {"door": 1.0}),
+    ]
+    body = encode(points)
+    assert body == (
+        b"fieldline,device=dev-1 temperature=21.5,t@mean=-0.25 1700000000123\n"
+        b"fieldline,device=dev-2 tiny=1e-7,huge=1.5e+300,whole=3.0 1700000000124\n"
+        b"fieldline,device=dev-1 door=1.0 1700000000125"
+    )
+    assert body.count(b",") == 6  # one per value: how the store counts the points it wrote
+    assert encode(points, "other").startswith(b"other,device=dev-1 ")
+    assert encode([]) == b""
+
+
+def test_line_protocol_with_colons_in_names_and_ids() -> None:
+    body = encode([Point("site:a:7", 5, {"a:b": 1.0, "c": 2.0}), Point("d", 6, {"x:": 3.0})])
+    assert body == b"fieldline,device=site:a:7 a:b=1.0,c=2.0 5\nfieldline,device=d x:=3.0 6"
+
+
+async def test_names_and_ids_with_colons_land(victoria: VictoriaMetrics) -> None:
+    t0 = recent_hour(3)
+    async with VictoriaMetricsStore(victoria.url) as store:
+        await store.write([Point("site:a:7", t0 + 1000, {"a:b": 1.5, "c": 2.0})])
+        victoria.flush()
+        answer = await store.query(Query.aligned(["site:a:7"], None, t0, t0 + MINUTE, MINUTE, "max"))
+        assert answer.series["site:a:7"] == {"a:b": [1.5], "c": [2.0]}
+
+
+async def test_a_large_write_goes_in_equal_requests(victoria: VictoriaMetrics) -> None:
+    t0 = recent_hour(3)
+    points = [
+        Point(f"dev-{i % 7}", t0 + i, {"v": float(i), "w": 1.0}) for i in range(2 * POINTS_PER_REQUEST + 1)
+    ]
+    async with VictoriaMetricsStore(victoria.url) as store:
+        await store.write(points)
+        await store.write([])
+        victoria.flush()
+        stats = store.stats()
+        assert stats["requests"] == 3
+        assert stats["points_written"] == 2 * len(points)
+        answer = await store.query(
+            Query.aligned([f"dev-{i}" for i in range(7)], ["v"], t0, t0 + HOUR, HOUR, "count")
+        )
+        assert sum(series["v"][0] or 0 for series in answer.series.values()) == len(points)
 
 
 async def test_answers_from_exported_samples(victoria: VictoriaMetrics) -> None:
