@@ -14,12 +14,29 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 
 TOPIC_FILTER = "devices/+/telemetry"
 
 
-def publish(port: int, count: int, devices: int, start_ts: float) -> None:
+def telemetry(count: int, devices: int, start_ts: float) -> Iterator[tuple[str, bytes]]:
+    """``(topic, payload)`` of the benchmark's messages: every device at 1 Hz of device time from ``start_ts``."""
     import orjson
+
+    rng = random.Random(42)
+    base = [rng.uniform(15, 30) for _ in range(devices)]  # each device its own level, plus noise
+    for i in range(count):
+        device = i % devices
+        ts = start_ts + (i // devices)
+        temperature = base[device] + 2 * math.sin(ts / 600 + device) + rng.gauss(0, 0.2)
+        humidity = 45 - (temperature - 22) * 1.5 + rng.gauss(0, 0.8)
+        payload = orjson.dumps(
+            {"ts": ts, "metrics": {"temperature": round(temperature, 2), "humidity": round(humidity, 1)}}
+        )
+        yield f"devices/dev-{device:04d}/telemetry", payload
+
+
+def publish(port: int, count: int, devices: int, start_ts: float) -> None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -30,18 +47,9 @@ def publish(port: int, count: int, devices: int, start_ts: float) -> None:
     client.loop_start()
     raw_bytes = 0
     last = None
-    rng = random.Random(42)
-    base = [rng.uniform(15, 30) for _ in range(devices)]  # each device its own level, plus noise
-    for i in range(count):
-        device = i % devices
-        ts = start_ts + (i // devices)  # every device at 1 Hz of device time
-        temperature = base[device] + 2 * math.sin(ts / 600 + device) + rng.gauss(0, 0.2)
-        humidity = 45 - (temperature - 22) * 1.5 + rng.gauss(0, 0.8)
-        payload = orjson.dumps(
-            {"ts": ts, "metrics": {"temperature": round(temperature, 2), "humidity": round(humidity, 1)}}
-        )
+    for i, (topic, payload) in enumerate(telemetry(count, devices, start_ts)):
         raw_bytes += len(payload)
-        last = client.publish(f"devices/dev-{device:04d}/telemetry", payload, 1)
+        last = client.publish(topic, payload, 1)
         if i % 20_000 == 19_999:  # keep message ids (16 bits) from wrapping onto unacknowledged ones
             last.wait_for_publish(600)
     last.wait_for_publish(600)

@@ -31,15 +31,12 @@ import gc
 import json
 import math
 import platform
-import random
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from edge_agent.committer import Committer, _Pending
 from edge_agent.config import AgentConfig
@@ -57,7 +54,8 @@ from fieldline.payloads import decode_telemetry
 from fieldline.wire import Point, parse_device_topic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edge_throughput import PIPELINE  # the pipeline the throughput benchmark measures
+from _clients import telemetry  # the messages the throughput benchmark publishes
+from edge_throughput import PIPELINE  # the pipeline it measures
 
 READ_SIZE = 256 * 1024
 STAGES = ("frame", "decode", "range", "outlier", "window", "commit", "end_to_end")
@@ -68,19 +66,7 @@ STAGES = ("frame", "decode", "range", "outlier", "window", "commit", "end_to_end
 
 def device_messages(count: int, devices: int, start_ts: float) -> list[tuple[str, bytes]]:
     """``(topic, payload)`` exactly as ``bench/_clients.py publish`` sends them."""
-    rng = random.Random(42)
-    base = [rng.uniform(15, 30) for _ in range(devices)]
-    out = []
-    for i in range(count):
-        device = i % devices
-        ts = start_ts + (i // devices)
-        temperature = base[device] + 2 * math.sin(ts / 600 + device) + rng.gauss(0, 0.2)
-        humidity = 45 - (temperature - 22) * 1.5 + rng.gauss(0, 0.8)
-        payload = orjson.dumps(
-            {"ts": ts, "metrics": {"temperature": round(temperature, 2), "humidity": round(humidity, 1)}}
-        )
-        out.append((f"devices/dev-{device:04d}/telemetry", payload))
-    return out
+    return list(telemetry(count, devices, start_ts))
 
 
 def _varint(value: int) -> bytes:
@@ -114,7 +100,7 @@ def _cpu(run: Callable[[], Any]) -> float:
 
 
 def stage_frame(reads: list[bytes], qos: int) -> Callable[[], Any]:
-    subscriber = MqttSubscriber(Endpoint("127.0.0.1", 1), client_id="cpu", on_message=lambda m: None)
+    subscriber = MqttSubscriber(Endpoint("127.0.0.1", 1), client_id="cpu", on_messages=lambda m: None)
     return lambda: _feed(subscriber, reads)
 
 
@@ -161,10 +147,9 @@ def stage_window(points: list[Point], now: float) -> Callable[[], Any]:
     downsampler = _pipeline([], True).downsampler
 
     def run() -> None:
-        add, needs = downsampler.add, downsampler.needs_journal
+        add = downsampler.add
         for p in points:
-            add(p, now)
-            needs(p)
+            add(p, now)  # returns whether the point must be journaled
 
     return run
 
@@ -235,10 +220,10 @@ async def _end_to_end(reads: list[bytes], qos: int, every: int, workdir: Path) -
         def close(self) -> None:
             pass
 
-    def on_message(message: InboundMessage) -> None:
-        ingest.on_mqtt_message(message, subscriber)
+    def on_messages(messages: list[InboundMessage]) -> None:
+        ingest.on_mqtt_messages(messages, subscriber)
 
-    subscriber = MqttSubscriber(Endpoint("127.0.0.1", 1), client_id="cpu", on_message=on_message)
+    subscriber = MqttSubscriber(Endpoint("127.0.0.1", 1), client_id="cpu", on_messages=on_messages)
 
     protocol = _Protocol(subscriber)
     protocol.connection_made(CountingTransport())  # type: ignore[arg-type]

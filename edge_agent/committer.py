@@ -42,6 +42,7 @@ class _Pending:
     marks: dict[tuple[str, str], float] = field(default_factory=dict)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     acks: list[Callable[[], None]] = field(default_factory=list)
+    acked: int = 0  # messages the callbacks in ``acks`` acknowledge
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     acked_batches: list[int] = field(default_factory=list)
     messages: int = 0  # device messages whose effects this commit makes durable
@@ -120,16 +121,16 @@ class Committer:
 
     # ------------------------------------------------------------------ other writes (loop thread)
 
-    def count_message(self) -> None:
-        """One more device message is covered by the next commit (``messages_committed`` after it)."""
+    def count_message(self, n: int = 1) -> None:
+        """``n`` more device messages are covered by the next commit (``messages_committed`` after it)."""
         if self.metrics.first_received_at is None:
             self.metrics.first_received_at = self.clock()
-        self._pending.messages += 1
+        self._pending.messages += n
         self._kick.set()
 
-    def journal(self, point: Point) -> None:
-        """Keep ``point`` in the crash journal (it is held by an open window or a swinging-door segment)."""
-        self._pending.journal.append(point)
+    def journal(self, points: list[Point]) -> None:
+        """Keep ``points`` in the crash journal (they are held by open windows or swinging-door segments)."""
+        self._pending.journal += points
         self._kick.set()
 
     def quarantine(self, entry: QuarantineEntry) -> None:
@@ -137,12 +138,16 @@ class Committer:
         self.metrics.quarantined[entry.reason] += 1
         self._kick.set()
 
-    def after_commit(self, ack: Callable[[], None]) -> None:
-        """Run ``ack`` once everything queued so far is durable (acknowledges an MQTT message)."""
+    def after_commit(self, ack: Callable[[], None], messages: int = 1) -> None:
+        """Run ``ack`` once everything queued so far is durable (it acknowledges ``messages`` MQTT messages).
+
+        A commit starts at once when ``ack_threshold`` messages are waiting for their acknowledgement.
+        """
         pending = self._pending
         pending.acks.append(ack)
+        pending.acked += messages
         self._kick.set()
-        if len(pending.acks) >= self.ack_threshold:
+        if pending.acked >= self.ack_threshold:
             self._urgent.set()
 
     async def durable(self) -> None:
@@ -236,6 +241,7 @@ class Committer:
             current.marks[key] = max(ts, current.marks.get(key, ts))
         current.quarantine[:0] = pending.quarantine
         current.acks[:0] = pending.acks
+        current.acked += pending.acked
         current.waiters[:0] = pending.waiters
         current.acked_batches[:0] = pending.acked_batches
         current.messages += pending.messages

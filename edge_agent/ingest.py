@@ -1,7 +1,9 @@
 """Ingest: device messages from any transport become points, go through the pipelines and into the committer.
 
-MQTT messages arrive synchronously from the local-broker link; CoAP requests call ``submit`` and wait for
-durability before answering. A payload that fails decoding is quarantined with its reason and never stops the
+MQTT messages arrive synchronously from the local-broker link, the PUBLISHes of one socket read together: they
+share one arrival time (one clock reading), one update of the counters, one hand-over of the points to journal
+and one acknowledgement callback for their QoS 1 messages. CoAP requests call ``submit`` and wait for durability
+before answering. A payload that fails decoding is quarantined with its reason and never stops the
 flow; device state messages become state records and teach the router device types. With automation configured,
 ``feed`` receives every change of a device's state (the pipelines' tap receives the cleaned points).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +25,7 @@ from edge_agent.pipeline.pipeline import PipelineRouter
 from edge_agent.quarantine import QuarantineEntry
 from fieldline.errors import PayloadError
 from fieldline.payloads import decode_telemetry
-from fieldline.wire import StateRecord, parse_device_topic, valid_id
+from fieldline.wire import Point, StateRecord, parse_device_topic, valid_id
 
 if TYPE_CHECKING:
     from edge_agent.automation_feed import AutomationFeed
@@ -58,32 +61,57 @@ class Ingest:
 
     # ------------------------------------------------------------------ MQTT (synchronous, loop thread)
 
-    def on_mqtt_message(self, message: InboundMessage, link: MqttSubscriber) -> None:
-        """Handle one PUBLISH from the local broker; QoS 1 messages are acknowledged after the next commit."""
-        self.metrics.received["mqtt"] += 1
-        self.committer.count_message()
+    def on_mqtt_messages(self, messages: list[InboundMessage], link: MqttSubscriber) -> None:
+        """Handle the PUBLISHes of one socket read; QoS 1 messages are acknowledged after the next commit."""
+        n = len(messages)
+        self.metrics.received["mqtt"] += n
+        committer = self.committer
+        committer.count_message(n)
         now = self.clock()
-        topic = message.topic
-        try:
-            self._route(topic, message.payload, now)
-        except Exception as exc:
-            log.exception("message processing failed", extra={"topic": topic})
-            self._quarantine(
-                now, "mqtt", topic, None, PayloadError("internal_error", repr(exc)), message.payload
-            )
-        if message.qos:
-            self.committer.after_commit(lambda: link.ack(message))
+        process = self.router.process
+        max_payload = self.max_payload
+        skew = self.max_future_skew
+        held: list[Point] = []
+        decoded = 0
+        for message in messages:
+            topic = message.topic
+            payload = message.payload
+            try:
+                device_id = telemetry_device(topic)
+                if device_id is None:
+                    self._route(topic, payload, now)
+                    continue
+                try:
+                    points = decode_telemetry(
+                        payload, device_id, now, max_bytes=max_payload, max_future_skew=skew
+                    )
+                except PayloadError as exc:
+                    self._quarantine(now, "mqtt", topic, device_id, exc, payload)
+                    continue
+                decoded += len(points)
+                for point in points:
+                    kept = process(point, now)
+                    if kept is not None:
+                        held.append(kept)
+            except Exception as exc:
+                log.exception("message processing failed", extra={"topic": topic})
+                self._quarantine(now, "mqtt", topic, None, PayloadError("internal_error", repr(exc)), payload)
+        self.metrics.points["mqtt"] += decoded
+        if held:
+            committer.journal(held)
+        mids = [message.mid for message in messages if message.qos]
+        if mids:
+            committer.after_commit(partial(link.ack_ids, mids), len(mids))
 
     def _route(self, topic: str, payload: bytes, now: float) -> None:
+        """Any topic but a device's telemetry: a device state, or quarantined when not a device topic."""
         parsed = parse_device_topic(topic)
         if parsed is None:
             error = PayloadError("bad_topic", f"not a device topic: {topic}")
             self._quarantine(now, "mqtt", topic, None, error, payload)
             return
         device_id, kind = parsed
-        if kind == "telemetry":
-            self._telemetry(device_id, payload, None, now, "mqtt", topic)
-        elif kind == "state":
+        if kind == "state":
             self._state(device_id, payload, now, topic)
 
     # ------------------------------------------------------------------ CoAP (asynchronous)
@@ -111,20 +139,6 @@ class Ingest:
 
     # ------------------------------------------------------------------ shared
 
-    def _telemetry(
-        self,
-        device_id: str,
-        payload: bytes,
-        content_format: str | None,
-        now: float,
-        source: str,
-        topic: str | None,
-    ) -> None:
-        try:
-            self._decode_and_process(device_id, payload, content_format, now, source)
-        except PayloadError as exc:
-            self._quarantine(now, source, topic, device_id, exc, payload)
-
     def _decode_and_process(
         self, device_id: str, payload: bytes, content_format: str | None, now: float, source: str
     ) -> int:
@@ -137,12 +151,10 @@ class Ingest:
             max_future_skew=self.max_future_skew,
         )
         self.metrics.points[source] += len(points)
-        router = self.router
-        committer = self.committer
-        for point in points:
-            held = router.process(point, now)
-            if held is not None:
-                committer.journal(held)
+        process = self.router.process
+        held = [kept for point in points if (kept := process(point, now)) is not None]
+        if held:
+            self.committer.journal(held)
         return len(points)
 
     def _state(self, device_id: str, payload: bytes, now: float, topic: str) -> None:
@@ -175,6 +187,15 @@ class Ingest:
         self.committer.quarantine(
             QuarantineEntry(now, source, topic, device_id, exc.reason, str(exc), payload)
         )
+
+
+def telemetry_device(topic: str) -> str | None:
+    """The device id of a ``devices/{id}/telemetry`` topic (as ``parse_device_topic`` splits it), else None."""
+    if topic.startswith("devices/") and topic.endswith("/telemetry"):
+        device_id = topic[8:-10]
+        if device_id and "/" not in device_id:
+            return device_id
+    return None
 
 
 def parse_state(device_id: str, payload: bytes) -> tuple[str, dict[str, Any]]:

@@ -3,8 +3,9 @@
 Why not paho here: profiling the agent draining a backlog (``bench/edge_throughput.py`` with ``BENCH_PROFILE``)
 showed paho's receive path costing more than the whole pipeline: up to four ``recv`` calls per packet, a
 ``Properties`` object per MQTT 5 packet received and per PUBACK sent, a ``threading.Condition`` per message.
-This protocol parses every packet in one buffer per read, hands each PUBLISH to the handler as a small slotted
-object, and writes acknowledgements coalesced once per loop turn. It implements only what a subscriber needs:
+This protocol parses every packet in one buffer per read, hands the PUBLISHes of each read to the handler together
+(a list of small slotted objects: the receiver runs its per-message work in one loop, with one call per read),
+and writes acknowledgements coalesced once per loop turn, all PUBACKs of a turn packed in one buffer. It implements only what a subscriber needs:
 CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH at QoS 0 and 1 (QoS 2 subscriptions are not requested), PUBACK,
 PINGREQ/PINGRESP and DISCONNECT. Publishing (the uplink) stays on paho through ``MqttLink``.
 """
@@ -15,7 +16,9 @@ import asyncio
 import contextlib
 import ssl
 import struct
-from collections.abc import Callable
+import sys
+from array import array
+from collections.abc import Callable, Sequence
 
 from edge_agent.errors import LinkError, LinkRefused
 from edge_agent.mqtt_link import Endpoint
@@ -33,6 +36,7 @@ CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONN
 )
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class InboundMessage:
@@ -67,6 +71,18 @@ def _packet(first: int, body: bytes) -> bytes:
     return bytes([first]) + _varint(len(body)) + body
 
 
+def puback_packets(mids: list[int]) -> bytes:
+    """PUBACK packets (MQTT 3.1.1 form, also valid in MQTT 5: reason Success) for ``mids``, back to back."""
+    ids = array("H", mids)
+    if _LITTLE_ENDIAN:
+        ids.byteswap()  # packet identifiers go big-endian on the wire
+    id_bytes = ids.tobytes()
+    out = bytearray(b"\x40\x02\x00\x00" * len(mids))
+    out[2::4] = id_bytes[0::2]
+    out[3::4] = id_bytes[1::2]
+    return bytes(out)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: MqttSubscriber) -> None:
         self.owner = owner
@@ -83,7 +99,7 @@ class _Protocol(asyncio.Protocol):
         pos = 0
         owner = self.owner
         v5 = owner.v5
-        handler = owner.on_message
+        batch: list[InboundMessage] = []
         while pos < n:
             first = buf[pos]
             # remaining length: up to four bytes, seven bits each
@@ -120,26 +136,36 @@ class _Protocol(asyncio.Protocol):
                             break
                         mult2 *= 128
                     j += plen
-                handler(InboundMessage(topic, bytes(buf[j:end]), qos, mid, bool(first & 8), bool(first & 1)))
+                batch.append(
+                    InboundMessage(topic, bytes(buf[j:end]), qos, mid, bool(first & 8), bool(first & 1))
+                )
             else:
+                if batch:  # keep the order of data and control packets
+                    owner.on_messages(batch)
+                    batch = []
                 owner.control_packet(kind, bytes(buf[i:end]))
             pos = end
         if pos:
             del buf[:pos]
+        if batch:
+            owner.on_messages(batch)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.lost(exc)
 
 
 class MqttSubscriber:
-    """One subscriber connection; the owner reconnects by building a new one (same client id, same session)."""
+    """One subscriber connection; the owner reconnects by building a new one (same client id, same session).
+
+    ``on_messages`` receives the PUBLISHes of one socket read, in order, as a list it may keep.
+    """
 
     def __init__(
         self,
         endpoint: Endpoint,
         *,
         client_id: str,
-        on_message: Callable[[InboundMessage], None],
+        on_messages: Callable[[list[InboundMessage]], None],
         clean_start: bool = False,
         session_expiry: int = 0,
         keepalive: int = 30,
@@ -148,7 +174,7 @@ class MqttSubscriber:
     ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
-        self.on_message = on_message
+        self.on_messages = on_messages
         self.clean_start = clean_start
         self.session_expiry = session_expiry
         self.keepalive = keepalive
@@ -219,10 +245,10 @@ class MqttSubscriber:
                 )
         return list(codes)
 
-    def ack(self, message: InboundMessage) -> None:
-        """Acknowledge a QoS 1 message; acknowledgements are written together once per loop turn."""
-        if message.qos and self.is_connected:
-            self._acks.append(message.mid)
+    def ack_ids(self, mids: Sequence[int]) -> None:
+        """Acknowledge the QoS 1 messages with these packet identifiers (written together once per loop turn)."""
+        if mids and self.is_connected:
+            self._acks.extend(mids)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 assert self._loop is not None
@@ -294,7 +320,7 @@ class MqttSubscriber:
         self._flush_scheduled = False
         acks, self._acks = self._acks, []
         if acks and self.is_connected:
-            self._write(b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in acks))
+            self._write(puback_packets(acks))
 
     def _write(self, data: bytes) -> None:
         if self._protocol is not None and self._protocol.transport is not None:

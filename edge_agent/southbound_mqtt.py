@@ -77,8 +77,8 @@ class MqttSouthbound:
     def _new_link(self) -> MqttSubscriber:
         """A connection whose QoS 1 messages are acknowledged on that same connection, after commit."""
 
-        def on_message(message: InboundMessage) -> None:
-            self.ingest.on_mqtt_message(message, link)
+        def on_messages(messages: list[InboundMessage]) -> None:
+            self.ingest.on_mqtt_messages(messages, link)
 
         link = MqttSubscriber(
             self.config.endpoint(),
@@ -88,7 +88,7 @@ class MqttSouthbound:
             keepalive=self.config.keepalive,
             protocol=self.config.protocol,
             receive_maximum=self.config.receive_maximum,
-            on_message=on_message,
+            on_messages=on_messages,
         )
         return link
 

@@ -216,6 +216,8 @@ def _object(data: dict[Any, Any], device_id: str, received_at: float, skew: floa
         when = received_at
     elif type(ts) is float and MIN_TIMESTAMP <= ts <= received_at + skew:
         when = ts
+    elif type(ts) is int and MIN_TIMESTAMP <= ts <= received_at + skew and ts < 100_000_000_000:
+        when = float(ts)  # whole epoch seconds: what ``_timestamp`` makes of them
     else:
         when = _timestamp(ts, "ts", device_id, received_at, skew)
     return [Point(device_id, when, metrics)]

@@ -122,21 +122,31 @@ class Downsampler:
 
     # ------------------------------------------------------------------ input
 
-    def add(self, point: Point, now: float, *, replay: bool = False) -> None:
-        """Feed one cleaned point; ``replay``: re-fed from the crash journal (see ``restore_marks``)."""
+    def add(self, point: Point, now: float, *, replay: bool = False) -> bool:
+        """Feed one cleaned point; ``replay``: re-fed from the crash journal (see ``restore_marks``).
+
+        Returns ``needs_journal(point)``: whether a metric of the point went to a window or swinging-door rule.
+        """
         if replay:
             self._replay(point, now)
-            return
+            return False
         device = point.device_id
         ts = point.ts
         routes = self._routes
         out = self._out
         raw: dict[str, MetricValue] | None = None
+        held = False
         for name, value in point.metrics.items():
             rule = routes.get(name, _UNRESOLVED)
             if rule is _UNRESOLVED:
                 rule = self._resolve(name)
-            if rule is None or rule.add(device, name, ts, value, now, False, out):  # type: ignore[union-attr]
+            if rule is None:
+                keep = True
+            else:
+                keep = rule.add(device, name, ts, value, now, False, out)  # type: ignore[union-attr]
+                if rule.journaled:  # type: ignore[union-attr]
+                    held = True
+            if keep:
                 if raw is None:
                     raw = {name: value}
                 else:
@@ -145,6 +155,7 @@ class Downsampler:
             self._emit_out(device, ts, raw)
         elif raw is not None:
             self._sink.emit(RawRecord(device, ts, raw))
+        return held
 
     def _replay(self, point: Point, now: float) -> None:
         """Only journaled rules consume replayed values, and only those newer than the series' mark."""

@@ -24,7 +24,8 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, insort
 from collections.abc import Sequence
-from math import isfinite, sqrt
+from math import isfinite, nextafter, sqrt
+from operator import sub
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -38,6 +39,7 @@ MAX_WINDOW = 1024
 MAD_TO_STDDEV = 1.4826
 MEAN_AD_TO_STDDEV = 1.2533
 INF = float("inf")
+_MARGIN = 2.0**-40
 
 
 class OutlierConfig(BaseModel):
@@ -80,10 +82,11 @@ class OutlierConfig(BaseModel):
 class _Params:
     """The step's settings, shared by all its windows."""
 
-    __slots__ = ("max_consecutive", "min_deviation", "min_samples", "threshold", "window")
+    __slots__ = ("band_updates", "max_consecutive", "min_deviation", "min_samples", "threshold", "window")
 
     def __init__(self, config: OutlierConfig) -> None:
         self.window = config.window
+        self.band_updates = max(1, config.window // 10)  # adds a Hampel sure band stays valid for
         self.threshold = config.threshold
         self.min_samples = config.effective_min_samples
         self.max_consecutive = config.effective_max_consecutive
@@ -118,9 +121,15 @@ def median_and_mad(ordered: Sequence[float]) -> tuple[float, float]:
 
 
 class HampelWindow:
-    """The last ``window`` accepted values of one series: a ring in arrival order and a sorted copy."""
+    """The last ``window`` accepted values of one series: a ring in arrival order and a sorted copy.
 
-    __slots__ = ("center", "limit", "ordered", "params", "pos", "rejected", "ring")
+    Besides the exact limit of the current content (``center``, ``limit``), a full window keeps a *sure band*
+    ``[lo, hi]`` that stays valid for ``credit - 1`` more ``add`` calls: any value inside it is within the
+    exact Hampel limit of every window those adds can produce, so it is accepted without recomputing the
+    median and MAD (see ``_sure_band``). A value outside the band, or a spent credit, takes the exact path.
+    """
+
+    __slots__ = ("center", "credit", "hi", "limit", "lo", "ordered", "params", "pos", "rejected", "ring")
 
     def __init__(self, params: _Params) -> None:
         self.params = params
@@ -129,10 +138,15 @@ class HampelWindow:
         self.pos = 0
         self.limit = -1.0  # < 0: stale, recomputed before the next judgement
         self.center = 0.0
+        self.credit = 0  # > 0: [lo, hi] is a sure band for this many judgements (one per add in between)
+        self.lo = self.hi = 0.0
         self.rejected: list[float] | None = None
 
     def outlier(self, x: float) -> bool:
-        """Whether ``x`` is an outlier (never while the window holds fewer than ``min_samples`` values)."""
+        """Whether ``x`` is an outlier (never while the window holds fewer than ``min_samples`` values).
+
+        The caller may skip this for a value in the sure band (``credit and lo <= x <= hi``): it is not one.
+        """
         if self.limit < 0:
             ordered = self.ordered
             if len(ordered) < self.params.min_samples:
@@ -146,7 +160,44 @@ class HampelWindow:
                 scale = MEAN_AD_TO_STDDEV * mean_abs / len(ordered)
             self.center = median
             self.limit = max(self.params.threshold * scale, self.params.min_deviation)
+            if len(ordered) == self.params.window:
+                self._sure_band()
         return abs(x - self.center) > self.limit
+
+    def _sure_band(self) -> None:
+        """Compute ``[lo, hi]``: values certainly within the limit for the next ``updates`` adds.
+
+        Each add to a full window removes one value and inserts one, so after ``k`` adds the ``i``-th smallest
+        value lies between the ``i-k``-th and ``i+k``-th of now: the median stays within ``[a, b]`` (the
+        order statistics ``k`` ranks around today's middle ones). The MAD is at least half the shortest span
+        of ``size - k`` consecutive values of now (``size``: the rank of the MAD among the deviations): at
+        least ``size`` values lie within ``MAD`` of the median, at most ``k`` of them are new. So the limit
+        is at least ``bound`` (the same formula on that MAD), and a value ``x`` with ``b - bound <= x <= a +
+        bound`` is within the limit of every median in ``[a, b]``. A margin of ``2**-40`` (relative) and the
+        outward rounding of the band edges absorb floating-point rounding; values near an edge simply take
+        the exact path.
+        """
+        self.credit = 0
+        params = self.params
+        ordered = self.ordered
+        n = len(ordered)
+        k = params.band_updates
+        half = n // 2
+        odd = n & 1
+        first = half - k - (1 - odd)
+        last = half + k
+        run = (half + 1 if odd else half) - k
+        if first < 0 or last >= n or run < 2:
+            return
+        span = min(map(sub, ordered[run - 1 :], ordered[: n - run + 1]))
+        a, b = ordered[first], ordered[last]
+        bound = max(params.threshold * (MAD_TO_STDDEV * (span / 2)), params.min_deviation)
+        bound = bound * (1 - _MARGIN) - (abs(a) + abs(b)) * _MARGIN
+        lo = nextafter(b - bound, INF)
+        hi = nextafter(a + bound, -INF)
+        if lo <= hi:
+            self.lo, self.hi = lo, hi
+            self.credit = k + 1
 
     def add(self, x: float) -> None:
         ring = self.ring
@@ -160,6 +211,8 @@ class HampelWindow:
             self.pos = (pos + 1) % len(ring)
         insort(self.ordered, x)
         self.limit = -1.0
+        if self.credit:
+            self.credit -= 1
 
     def restart(self, values: list[float]) -> None:
         """Replace the window's content with ``values`` (oldest first)."""
@@ -167,12 +220,16 @@ class HampelWindow:
         self.ordered = array("d", sorted(values))
         self.pos = 0
         self.limit = -1.0
+        self.credit = 0
 
 
 class ZScoreWindow:
     """The last ``window`` accepted values of one series, their running mean and sum of squared deviations."""
 
     __slots__ = ("mean", "params", "pos", "rejected", "ring", "sq_dev", "updates")
+
+    credit = 0  # no sure band: every value is judged (see ``HampelWindow``)
+    lo = hi = 0.0
 
     def __init__(self, params: _Params) -> None:
         self.params = params
@@ -269,7 +326,7 @@ class OutlierStep:
             window = windows.get(metric)
             if window is None:
                 window = add_series(windows, metric, self._window_type(self._params))
-            if not window.outlier(x):
+            if (window.credit and window.lo <= x <= window.hi) or not window.outlier(x):
                 window.rejected = None
                 window.add(x)
                 continue

@@ -49,7 +49,8 @@ class PipelineConfig(BaseModel):
 
 
 class Pipeline:
-    """One configured pipeline; ``process`` runs a point through it and returns what was kept (or None)."""
+    """One configured pipeline; ``process`` runs a point through it and returns the cleaned point when the
+    downsampler holds it (it must be journaled), else None."""
 
     __slots__ = ("ctx", "downsampler", "name", "steps", "tap")
 
@@ -72,8 +73,7 @@ class Pipeline:
             return None
         if self.tap is not None:
             self.tap(point)
-        self.downsampler.add(point, now)
-        return point
+        return point if self.downsampler.add(point, now) else None
 
 
 class _PassThrough:
@@ -136,11 +136,10 @@ class PipelineRouter:
 
     def process(self, point: Point, now: float) -> Point | None:
         """Run ``point`` through its pipeline; returns the cleaned point when it must be journaled."""
-        route = self.route(point.device_id)
-        kept = route.process(point, now)
-        if kept is not None and isinstance(route, Pipeline) and route.downsampler.needs_journal(kept):
-            return kept
-        return None
+        route = self._routes.get(point.device_id)
+        if route is None:
+            route = self.route(point.device_id)
+        return route.process(point, now)
 
     def replay(self, point: Point, now: float) -> None:
         route = self.route(point.device_id)

@@ -212,6 +212,149 @@ def test_median_and_mad_match_the_definition(values: list[float]) -> None:
     assert median_and_mad(sorted(values)) == (pytest.approx(median), pytest.approx(mad))
 
 
+def reference_hampel(
+    values: list[float],
+    window: int,
+    threshold: float,
+    min_samples: int,
+    max_consecutive: int,
+    min_deviation: float,
+) -> list[tuple[str, float]]:
+    """The Hampel step of docs/pipeline-cleaning.md written plainly: ``statistics.median`` over a list, every
+    judgement from scratch. Returns one ``(verdict, center)`` per value: ``keep``, ``outlier`` or ``shift``."""
+    accepted: list[float] = []
+    rejected: list[float] = []
+    out = []
+    for x in values:
+        verdict, center = "keep", 0.0
+        if len(accepted) >= min_samples:
+            center = statistics.median(accepted)
+            mad = statistics.median(abs(v - center) for v in accepted)
+            if mad > 0:
+                scale = 1.4826 * mad
+            else:
+                below = [v for v in accepted if v < center]
+                above = [v for v in accepted if v >= center]
+                mean_abs = sum(above) - sum(below) + center * (2 * len(below) - len(accepted))
+                scale = 1.2533 * mean_abs / len(accepted)
+            if abs(x - center) > max(threshold * scale, min_deviation):
+                verdict = "outlier"
+        if verdict == "keep":
+            rejected = []
+            accepted = [*accepted, x][-window:]
+        else:
+            rejected.append(x)
+            if len(rejected) >= max_consecutive:
+                verdict, accepted, rejected = "shift", rejected, []
+        out.append((verdict, center))
+    return out
+
+
+def _series(draw: st.DrawFn) -> list[float]:
+    """Noise around a level (scaled, quantised or not), with spikes, level shifts and runs of one value."""
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    level = draw(st.sampled_from([0.0, 20.0, -3.5, 1e6, 1e-6]))
+    sigma = draw(st.sampled_from([1e-9, 0.01, 0.5, 3.0, 1e4]))
+    quantum = draw(st.sampled_from([0.0, 0.0, 0.1, 1.0]))
+    values = []
+    for _ in range(draw(st.integers(1, 400))):
+        roll = rng.random()
+        if roll < 0.01:
+            level += rng.choice((-1, 1)) * sigma * rng.uniform(5, 50)  # a level shift
+        x = level + rng.gauss(0, sigma)
+        if roll > 0.97:
+            x += rng.choice((-1, 1)) * sigma * rng.uniform(2, 20)  # a spike, some of them near the limit
+        if quantum:
+            x = round(x / quantum) * quantum
+        values.append(x)
+    return values
+
+
+@given(
+    st.composite(lambda draw: _series(draw))(),
+    st.integers(3, 64),
+    st.sampled_from([1.0, 2.0, 3.0, 3.5]),
+    st.sampled_from([0.0, 0.0, 0.05, 2.0]),
+    st.data(),
+)
+def test_hampel_matches_a_plain_reference(
+    values: list[float], window: int, threshold: float, min_deviation: float, data: st.DataObject
+) -> None:
+    """The sure band and the sorted window give exactly the verdicts of a from-scratch Hampel filter."""
+    min_samples = data.draw(st.integers(3, window))
+    max_consecutive = data.draw(st.integers(2, window))
+    config = {
+        "type": "outlier",
+        "window": window,
+        "threshold": threshold,
+        "min_samples": min_samples,
+        "max_consecutive": max_consecutive,
+        "min_deviation": min_deviation,
+        "action": "flag",
+    }
+    run = Run(config)
+    run.series(values)
+    flags = {int(f.ts): f.flag for f in run.flags}
+    got = [
+        {"outlier": "outlier", "level_shift": "shift"}.get(flags.get(i, ""), "keep")
+        for i in range(len(values))
+    ]
+    expected = reference_hampel(values, window, threshold, min_samples, max_consecutive, min_deviation)
+    assert got == [verdict for verdict, _ in expected]
+
+
+@given(
+    st.lists(
+        st.one_of(st.integers(-3, 3).map(float), st.floats(-1e3, 1e3), st.floats(1e9, 1e9 + 1)),
+        min_size=3,
+        max_size=60,
+    ),
+    st.lists(
+        st.one_of(st.integers(-3, 3).map(float), st.floats(-1e3, 1e3), st.floats(1e9, 1e9 + 1)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from([0.5, 1.0, 3.0]),
+    st.sampled_from([0.0, 0.5]),
+)
+def test_hampel_sure_band_is_within_every_later_limit(
+    start: list[float], later: list[float], threshold: float, min_deviation: float
+) -> None:
+    """Every value inside the band is within the exact limit after each of the adds the band is valid for."""
+    config = STEP_CONFIG.validate_python(
+        {"type": "outlier", "window": len(start), "threshold": threshold, "min_deviation": min_deviation}
+    )
+    window = HampelWindow(build_step(config)._params)  # type: ignore[attr-defined]
+    for x in start:
+        window.add(x)
+    window.outlier(start[0])  # judges exactly and computes the band of this content
+    if not window.credit:
+        return
+    lo, hi, credit = window.lo, window.hi, window.credit
+    probes = [lo, hi, (lo + hi) / 2]
+    for x in [None, *later][:credit]:
+        if x is not None:
+            window.add(x)
+        exact = HampelWindow(window.params)
+        exact.restart(list(window.ring))
+        for probe in probes:
+            assert not exact.outlier(probe)
+
+
+def test_hampel_sure_band_serves_most_judgements_of_steady_noise() -> None:
+    rng = random.Random(4)
+    window = HampelWindow(build_step(STEP_CONFIG.validate_python({"type": "outlier", "window": 30}))._params)  # type: ignore[attr-defined]
+    inside = 0
+    for _ in range(3000):
+        x = rng.gauss(0, 1)
+        if window.credit and window.lo <= x <= window.hi:
+            inside += 1
+        elif window.outlier(x):
+            continue
+        window.add(x)
+    assert inside > 1500
+
+
 def test_outlier_defaults_follow_the_window() -> None:
     config = STEP_CONFIG.validate_python({"type": "outlier", "window": 60})
     assert (config.effective_min_samples, config.effective_max_consecutive) == (30, 20)

@@ -114,6 +114,28 @@ def test_timestamp_forms(ts: Any, expected: float) -> None:
     assert type(point.ts) is float
 
 
+@given(
+    st.one_of(
+        st.integers(-(2**53), 2**53),
+        st.integers(int(MIN_TIMESTAMP) - 2, int(NOW) + 302),
+        st.integers(10**11 - 2, 10**11 + 2),
+    )
+)
+def test_integer_timestamps_mean_what_the_same_float_means(ts: int) -> None:
+    """Whole seconds as an integer take a shortcut; it must agree with the general rules for numbers."""
+    as_int, as_float = orjson.dumps(obj({"t": 1}, ts=ts)), orjson.dumps(obj({"t": 1}, ts=float(ts)))
+
+    def outcome(payload: bytes) -> float | str:
+        try:
+            [point] = decode(payload)
+        except PayloadError as exc:
+            return exc.reason
+        assert type(point.ts) is float
+        return point.ts
+
+    assert outcome(as_int) == outcome(as_float)
+
+
 def test_cbor_date_time_tags_are_timestamps() -> None:
     stamp = datetime(2024, 11, 22, 8, 0, tzinfo=UTC)
     assert decode(cbor2.dumps(obj({"t": 1}, ts=stamp)))[0].ts == 1732262400.0  # tag 0 (text)
