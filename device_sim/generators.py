@@ -19,12 +19,29 @@ import random
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from fieldline.durations import Duration, parse_duration
+from fieldline.payloads import MAX_STRING_LENGTH
 
 MetricValue = float | int | bool | str | None
 Scalar = float | int | bool | str
+#: A text value a metric may take: the payload contract's longest string.
+MetricText = Annotated[str, Field(max_length=MAX_STRING_LENGTH)]
+
+
+def _metric_value(value: object) -> object:
+    """A value the payload contract accepts: a finite number, a boolean or a short string."""
+    if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_STRING_LENGTH:
+        return value
+    raise ValueError(
+        f"expected a finite number, a boolean or a string of at most {MAX_STRING_LENGTH} characters"
+    )
+
+
+MetricScalar = Annotated[Scalar, BeforeValidator(_metric_value)]
 
 
 class SampleState(Protocol):
@@ -35,7 +52,7 @@ class SampleState(Protocol):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _time_point(value: object) -> tuple[bool, float]:
@@ -118,7 +135,7 @@ class Generator(_Model):
 
 class Constant(Generator):
     type: Literal["constant"]
-    value: Scalar
+    value: MetricScalar
 
     def kind(self) -> str:
         return _kind_of(self.value)
@@ -232,14 +249,14 @@ class Drift(Generator):
 
 class Change(_Model):
     at: TimePoint
-    value: Scalar
+    value: MetricScalar
 
 
 class Steps(Generator):
     """``initial`` until the first change, then each change's value from its time on."""
 
     type: Literal["steps"]
-    initial: Scalar = 0.0
+    initial: MetricScalar = 0.0
     changes: list[Change] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -350,7 +367,7 @@ class Enum(Generator):
     """One of ``states``; at each reading, with probability ``switch_probability``, another one at random."""
 
     type: Literal["enum"]
-    states: list[str] = Field(min_length=2)
+    states: list[MetricText] = Field(min_length=2)
     initial: str | None = None
     switch_probability: float = Field(0.05, ge=0, le=1)
     slots: ClassVar[int] = 1

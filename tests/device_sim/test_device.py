@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from device_sim import codecs
 from device_sim.device import Connection, DeviceModel
 from device_sim.fleet import load_fleet
 from device_sim.population import build_devices, device_seed
 from edge_agent.device_commands import ACK_STATUSES
 from edge_agent.ingest import parse_state
+from fieldline.errors import ConfigError, PayloadError
 from fieldline.payloads import CONTENT_FORMATS, decode_telemetry
 
 START = 1_800_000_000.0
@@ -210,3 +214,41 @@ def test_command_acknowledgements() -> None:
     assert device.counters.commands == {
         "ok": 1, "duplicate": 1, "unknown_command": 1, "bad_params": 3, "expired": 1, "malformed": 2,
     }  # fmt: skip
+
+
+_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=256),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    metrics=st.dictionaries(_names, _values, min_size=1, max_size=8),
+    ts=st.floats(1_000_000_000, 4_000_000_000),
+    codec=st.sampled_from(["json", "cbor", "senml", "senml_cbor"]),
+)
+def test_codecs_round_trip_through_the_agent_decoder(metrics: dict, ts: float, codec: str) -> None:
+    payload = codecs.encode(codec, "dev-1", ts, metrics, {name: "u" for name in metrics})
+    expected = {k: v for k, v in metrics.items() if v is not None} if codec.startswith("senml") else metrics
+    fmt = CONTENT_FORMATS[codecs.CONTENT_FORMATS[codec]]
+    if not expected:  # a SenML pack of nothing but nulls is empty, which the contract refuses
+        with pytest.raises(PayloadError):
+            decode_telemetry(payload, "dev-1", ts, content_format=fmt)
+        return
+    (point,) = decode_telemetry(payload, "dev-1", ts, content_format=fmt)
+    assert point.ts == ts
+    assert point.metrics == expected
+    assert {k: type(v) for k, v in point.metrics.items()} == {k: type(v) for k, v in expected.items()}
+
+
+def test_metric_values_must_fit_the_payload_contract() -> None:
+    text = THERMO.format(codec="json", count=1).replace(
+        "energy: {type: counter, rate: 2, wrap: 1000}", "energy: {type: constant, value: .inf}"
+    )
+    with pytest.raises(ConfigError, match=r"metrics\.energy\.value: expected a finite number"):
+        load_fleet("fleet.yaml", text=text)
