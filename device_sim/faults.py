@@ -42,7 +42,7 @@ CONNECTION_FAULTS = ("dropout", "reconnect_storm")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Schedule(_Model):

@@ -30,7 +30,7 @@ MetricName = Annotated[str, Field(pattern=f"^{NAME_PATTERN.pattern}$")]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ClockSkew(_Model):
