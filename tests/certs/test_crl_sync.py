@@ -6,7 +6,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,20 +14,23 @@ import pytest
 from typer.testing import CliRunner
 
 from certs import CertificateAuthority, RevokedCertificate, create_authority, load_certificates
+from certs import crl_sync as crl_sync_module
 from certs.cli import app
 from certs.crl import crl_bytes, crl_number, load_crl, revoked_serials
-from certs.crl_sync import command_reload, install_crl, sync_once
+from certs.crl_sync import SyncOutcome, command_reload, install_crl, sync_once
 from certs.errors import CrlError
 from tests.tlskit import TlsMosquitto, make_ca, mqtt_client, refusal, tls_mosquitto, write_client
 
 
 @dataclass
 class CrlServer:
-    """Serves ``body`` at ``/api/v1/pki/crl`` like the cloud does."""
+    """Serves ``body`` at ``/api/v1/pki/crl`` like the cloud does; ``script`` answers (status, body) are served
+    first, one per request."""
 
     body: bytes = b""
     status: int = 200
     url: str = ""
+    script: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -39,11 +42,12 @@ def crl_server() -> Iterator[CrlServer]:
             if self.path != "/api/v1/pki/crl":
                 self.send_error(404)
                 return
-            self.send_response(state.status)
+            status, body = state.script.pop(0) if state.script else (state.status, state.body)
+            self.send_response(status)
             self.send_header("Content-Type", "application/x-pem-file")
-            self.send_header("Content-Length", str(len(state.body)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(state.body)
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -200,3 +204,26 @@ async def test_sighup_keeps_open_sessions_and_a_restart_cuts_them(
         await gateway.publish("fl/gw-a/up/status", b"still here", qos=1)  # PUBACK: the session is alive
     broker.restart()
     assert refusal(broker, a, "gw-a") == "SSLV3_ALERT_CERTIFICATE_REVOKED"
+
+
+def test_the_loop_keeps_going_after_a_failed_round_and_stops_on_request(
+    tmp_path: Path, ca: CertificateAuthority, crl_server: CrlServer
+) -> None:
+    (tmp_path / "chain.pem").write_bytes(ca.chain_pem())
+    # The first round fails (HTTP 500); the second installs the CRL and the callback stops the loop.
+    crl_server.script = [(500, b"down")]
+    crl_server.body = crl_bytes(ca.build_crl([]))
+    stop = threading.Event()
+    outcomes: list[bool] = []
+
+    def on_outcome(outcome: SyncOutcome) -> None:
+        outcomes.append(outcome.installed)
+        stop.set()
+
+    crl_sync_module.run(
+        crl_server.url, ca_file=tmp_path / "chain.pem", out=tmp_path / "crl.pem", reload=None,
+        interval=0.01, stop=stop, on_outcome=on_outcome,
+    )  # fmt: skip
+    assert crl_server.script == []  # the failed round happened
+    assert outcomes == [True]
+    assert (tmp_path / "crl.pem").exists()
