@@ -314,9 +314,12 @@ class DeviceModel:
             name = self._pick(encoding.metrics, list(metrics))
             payload = codecs.wrong_type(codec, self.device_id, ts, metrics, name, kind.units)
         label = "+".join(applied) or None
-        messages = [self._telemetry(payload, label, content_format)]
-        if duplicate:
-            messages.append(messages[0])
+        if duplicate:  # the copy carries the label, so labels count each fault once
+            original = "+".join(a for a in applied if a != "duplicate") or None
+            messages = [self._telemetry(payload, original, content_format)]
+            messages.append(self._telemetry(payload, label, content_format))
+        else:
+            messages = [self._telemetry(payload, label, content_format)]
         self.counters.sent += len(messages)
         return messages
 

@@ -73,7 +73,8 @@ def test_every_fault_is_labelled_and_counted_per_kind() -> None:
       - {type: outlier, magnitude: 40, probability: 0.05}
       - {type: null, probability: 0.05}
       - {type: invalid_cbor, probability: 0.05}
-      - {type: oversize, size: 2KiB, probability: 0.05}"""
+      - {type: oversize, size: 2KiB, probability: 0.05}
+      - {type: duplicate, probability: 0.05}"""
     (device,) = _devices(faults)
     labels: dict[str, int] = {}
     for _, message, _ in _run(device, 4000):
@@ -83,7 +84,7 @@ def test_every_fault_is_labelled_and_counted_per_kind() -> None:
                 labels[label] = labels.get(label, 0) + 1
     # an encoding fault drawn when another one already shaped the message is not applied, so not counted
     assert labels == device.counters.faults
-    assert set(labels) == {"outlier", "null", "invalid_cbor", "oversize"}
+    assert set(labels) == {"outlier", "null", "invalid_cbor", "oversize", "duplicate"}
 
 
 def test_outlier_null_and_out_of_order_values() -> None:
@@ -197,6 +198,7 @@ def test_duplicate_sends_the_same_bytes_twice() -> None:
     assert first is not None
     assert second is not None
     assert first.payload == second.payload
+    assert first.fault is None
     assert second.fault == "duplicate"
 
 
