@@ -29,6 +29,7 @@ from edge_agent.http_status import StatusServer
 from edge_agent.ingest import Ingest
 from edge_agent.journal import Journal
 from edge_agent.metrics import AgentMetrics
+from edge_agent.mqtt_link import Message
 from edge_agent.outbox import Outbox
 from edge_agent.pipeline.pipeline import PipelineRouter
 from edge_agent.quarantine import Quarantine
@@ -120,7 +121,8 @@ class Agent:
         self._spawn(self._window_timer(), "window-timer")
         commands = None
         if automation_files is not None or cfg.uplink.enabled:
-            commands = await self._stack.enter_async_context(self._device_commands())
+            watch = automation_files.message_filters() if automation_files is not None else []
+            commands = await self._stack.enter_async_context(self._device_commands(watch))
         if automation_files is not None:
             assert commands is not None
             await self._start_automation(automation_files, commands)
@@ -238,16 +240,23 @@ class Agent:
             raise DefinitionError(files.problems)
         return files
 
-    def _device_commands(self) -> DeviceCommands:
-        """The client that sends commands to devices on the local broker, for the automation and the cloud."""
+    def _device_commands(self, watch: list[str]) -> DeviceCommands:
+        """The client that sends commands to devices on the local broker, for the automation and the cloud; it
+        also receives the topics in ``watch`` (the automation's ``message`` rules and triggers)."""
         local = self.config.southbound.mqtt
         return DeviceCommands(
             local.endpoint() if local.enabled else None,
             client_id=f"{local.client_id or f'fl-agent-{self.config.gateway.id}'}-commands",
             keepalive=local.keepalive,
             protocol=local.protocol,
+            watch=watch,
+            on_watched=self._watched,
             clock=self.clock,
         )
+
+    def _watched(self, message: Message) -> None:
+        if self.automation is not None:
+            self.automation.observe_message(message)
 
     async def _start_automation(self, files: AutomationFiles, commands: DeviceCommands) -> None:
         from edge_agent.automation import Automation

@@ -8,6 +8,7 @@ agent's ``storage.sync``), deploys the configured workflows, and gives both engi
                                                        ▲                          └─▶ Engine.handle
     EdgeHost.emit ─▶ outbox (EventRecord → fl/{gateway}/up/events) and back into the feed
     CloudCommands reports (command.delivered/acknowledged/failed) ─▶ outbox and, through ``observe``, the feed
+    DeviceCommands' watched topics (``message`` rules and triggers) ─▶ ``observe_message`` ─▶ the feed
     EdgeHost.send_command / publish ─▶ DeviceCommands ─▶ local broker
 
 The ``DeviceCommands`` client is the agent's, shared with the commands from the cloud: the agent opens it
@@ -37,9 +38,10 @@ from edge_agent.automation_files import AutomationFiles, FileKind, positioned_is
 from edge_agent.config import AgentConfig
 from edge_agent.device_commands import DeviceCommands
 from edge_agent.metrics import counter_family
+from edge_agent.mqtt_link import Message
 from edge_agent.pipeline.base import RecordSink
 from fieldline.errors import ConfigIssue
-from fieldline.wire import EventRecord, Point
+from fieldline.wire import EventRecord, Point, parse_device_topic
 from workflows import (
     ActionError,
     DefinitionError,
@@ -55,7 +57,7 @@ from workflows import (
     WebhookNotifier,
     WorkflowError,
 )
-from workflows.events import TELEMETRY
+from workflows.events import MQTT_MESSAGE, TELEMETRY
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,29 @@ class Automation:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
+
+    def observe_message(self, message: Message) -> None:
+        """A message on a topic a ``message`` rule or trigger watches, as an ``mqtt.message`` event: ``data`` is
+        the payload's JSON object, or ``{"payload": value}`` for any other JSON value or for text."""
+        if not self.host.feeding:
+            return
+        payload = message.payload
+        try:
+            value: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            value = payload.decode("utf-8", "replace")
+        device = parse_device_topic(message.topic)
+        device_id = device[0] if device is not None else None
+        self.feed.event(
+            Event(
+                MQTT_MESSAGE,
+                value if isinstance(value, dict) else {"payload": value},
+                device_id=device_id,
+                device_type=self.device_types.get(device_id) if device_id is not None else None,
+                topic=message.topic,
+                ts=self.host.clock(),
+            )
+        )
 
     def observe(self, record: EventRecord) -> None:
         """An event the agent raised outside the automation (a cloud command's ``command.delivered``,

@@ -19,6 +19,7 @@ from fieldline.errors import ConfigIssue
 from fieldline.yamlconf import PathKey, nearest_position, read_yaml
 from workflows import ActionRegistry, DefinitionError, LoadedRules, LoadedWorkflow, load_rules, load_workflow
 from workflows.actions import ActionContext, CommandAction, CommandConfig
+from workflows.definition import MessageTrigger
 
 FileKind = Literal["workflow", "rules"]
 RULES_SUFFIX = ".rules.yaml"
@@ -76,6 +77,18 @@ class AutomationFiles:
 
     def disable(self, file: str | Path, kind: FileKind, issues: list[ConfigIssue]) -> None:
         self.disabled.append(DisabledFile(str(file), kind, tuple(issues)))
+
+    def message_filters(self) -> list[str]:
+        """The MQTT topic filters of the ``message`` rules and the workflows' ``message`` triggers, each once:
+        what the agent subscribes to on the local broker to feed them."""
+        filters = [rule.topic for loaded in self.rules for rule in loaded.rules if rule.topic is not None]
+        filters += [
+            trigger.spec.topic
+            for _, loaded in self.workflows
+            for trigger in loaded.workflow.triggers
+            if isinstance(trigger.spec, MessageTrigger)
+        ]
+        return list(dict.fromkeys(filters))
 
     @property
     def problems(self) -> list[ConfigIssue]:

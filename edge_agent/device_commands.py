@@ -1,7 +1,8 @@
 """Commands to devices and publishes on the gateway's local broker, for workflows and rules.
 
 One ``MqttLink`` to the local broker, kept connected by one task (reconnects back off with jitter), subscribed
-to every device's acknowledgements. The contract (docs/edge-agent.md#automation):
+to every device's acknowledgements and to the ``watch`` topic filters (the ``message`` rules' and triggers'),
+whose messages go to ``on_watched``. The contract (docs/edge-agent.md#automation):
 
 - a command is published at QoS 1 on ``devices/{device_id}/commands`` as JSON
   ``{"id", "name", "params", "expires_at"}``; ``id`` is the action's idempotency key, ``expires_at`` (epoch
@@ -22,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ from edge_agent.errors import LinkError
 from edge_agent.mqtt_link import Endpoint, Message, MqttLink
 from fieldline.wire import Topics
 from workflows import ActionError
+from workflows.topics import matches
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,13 @@ class DeviceCommands:
         client_id: str,
         keepalive: int = 30,
         protocol: str = "5",
+        watch: Sequence[str] = (),
+        on_watched: Callable[[Message], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.endpoint = endpoint
+        self.watch = tuple(watch)
+        self.on_watched = on_watched
         self.client_id = client_id
         self.keepalive = keepalive
         self.protocol = protocol
@@ -182,11 +188,11 @@ class DeviceCommands:
                 client_id=self.client_id,
                 keepalive=self.keepalive,
                 protocol=self.protocol,
-                on_message=self._on_ack,
+                on_message=self._on_message,
             )
             try:
                 await link.connect()
-                await link.subscribe([(Topics.DEVICE_COMMAND_ACK_FILTER, 1)])
+                await link.subscribe([(Topics.DEVICE_COMMAND_ACK_FILTER, 1), *((f, 1) for f in self.watch)])
             except LinkError as exc:
                 self.last_error = str(exc)
                 await link.close()
@@ -209,6 +215,13 @@ class DeviceCommands:
                 self._up.clear()
                 await link.close()
             await asyncio.sleep(self._backoff.next_delay())
+
+    def _on_message(self, message: Message) -> None:
+        topic = message.topic
+        if matches(Topics.DEVICE_COMMAND_ACK_FILTER, topic):
+            self._on_ack(message)
+        if self.on_watched is not None and any(matches(f, topic) for f in self.watch):
+            self.on_watched(message)
 
     def _on_ack(self, message: Message) -> None:
         parts = message.topic.split("/")

@@ -270,6 +270,60 @@ async def test_state_changes_reach_the_rules(tmp_path: Path, mosquitto: Mosquitt
     assert seen == [("site/offline/pump-2", b"online")]
 
 
+async def test_raw_mqtt_messages_reach_message_rules_and_triggers(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    rules = write(
+        tmp_path,
+        "alarm.rules.yaml",
+        "rules:\n"
+        "  - id: site-alarm\n"
+        "    when: {message: 'site/+/alarm', condition: 'data.level >= 3'}\n"
+        "    actions: [{type: publish, topic: 'site/ack/{{ topic }}', payload: 'level {{ data.level }}'}]\n",
+    )
+    workflow = write(
+        tmp_path,
+        "heartbeat.yaml",
+        "id: heartbeat-log\n"
+        "version: 1.0.0\n"
+        "variables: {beat: {type: number}}\n"
+        "triggers: [{type: message, topic: 'devices/+/heartbeat', variables: {beat: '{{ event.data.payload }}'}}]\n"
+        "start_at: done\n"
+        "states: {done: {type: succeed, output: '{{ device.id }} {{ beat }}'}}\n",
+    )
+    config = agent_config(
+        tmp_path, mosquitto.url, None, automation={"rules": [str(rules)], "workflows": [str(workflow)]}
+    )
+    seen: list[tuple[str, bytes]] = []
+    watcher = Publisher(mosquitto.port, client_id="ack-watcher")
+    watcher.client.on_message = lambda _c, _u, m: seen.append((m.topic, m.payload))
+    watcher.client.subscribe("site/ack/#", 1)
+    async with Agent(config) as agent:
+        automation = agent.automation
+        assert automation is not None
+        assert automation.commands.watch == ("site/+/alarm", "devices/+/heartbeat")
+        await eventually(lambda: agent.southbound.connected.is_set() and automation.commands.connected)
+        pub = Publisher(mosquitto.port)
+        pub.wait_all(
+            [
+                pub.publish("site/hall/alarm", b'{"level": 1}'),  # below the condition
+                pub.publish("site/yard/alarm", b'{"level": 4}'),
+                pub.publish("site/yard/other", b'{"level": 9}'),  # no rule listens here
+                pub.publish("devices/pump-2/heartbeat", b"17"),
+            ]
+        )
+        pub.close()
+        await eventually(lambda: seen, message="the message rule did not fire")
+        await eventually(
+            lambda: automation.engine.stats.succeeded == 1, message="no heartbeat instance ended"
+        )
+        [instance] = await automation.engine.list(workflow_id="heartbeat-log")
+        assert instance.output == "pump-2 17"
+        assert automation.handled["mqtt.message"] == 3
+    watcher.close()
+    assert seen == [("site/ack/site/yard/alarm", b"level 4")]
+
+
 def test_the_feed_drops_the_oldest_and_serves_events_before_readings() -> None:
     feed = AutomationFeed(2)
     for ts in (1.0, 2.0, 3.0):
