@@ -313,13 +313,14 @@ class DeviceModel:
         else:
             name = self._pick(encoding.metrics, list(metrics))
             payload = codecs.wrong_type(codec, self.device_id, ts, metrics, name, kind.units)
-        label = "+".join(applied) or None
-        if duplicate:  # the copy carries the label, so labels count each fault once
+        if duplicate:  # the copy is labelled duplicate alone, so labels count each fault once
             original = "+".join(a for a in applied if a != "duplicate") or None
-            messages = [self._telemetry(payload, original, content_format)]
-            messages.append(self._telemetry(payload, label, content_format))
+            messages = [
+                self._telemetry(payload, original, content_format),
+                self._telemetry(payload, "duplicate", content_format),
+            ]
         else:
-            messages = [self._telemetry(payload, label, content_format)]
+            messages = [self._telemetry(payload, "+".join(applied) or None, content_format)]
         self.counters.sent += len(messages)
         return messages
 
