@@ -72,7 +72,8 @@ def _passphrase(passphrase_file: Path | None, prompt: bool) -> bytes | None:
     if passphrase_file is not None and prompt:
         raise CertsError("give either --root-passphrase-file or --prompt, not both")
     if passphrase_file is not None:
-        secret = passphrase_file.read_text().rstrip("\r\n")
+        lines = passphrase_file.read_text().splitlines()
+        secret = lines[0] if lines else ""
         if not secret:
             raise CertsError(f"{passphrase_file}: the passphrase file is empty")
         return secret.encode()
