@@ -16,16 +16,22 @@ a created sub-resource. Key changes made with the ``fieldline cloud`` command ar
 An entry that cannot be written (the database refuses) is logged and counted
 (``fieldline_cloud_audit_write_failures``); the response still goes out, since the write itself has already
 happened or been refused.
+
+Entries older than ``audit.retention`` (default one year; 0 keeps them forever) are deleted every
+``audit.prune_interval`` by the ``AuditLog``'s own task, in chunks, oldest first through the ``ts`` index
+(``fieldline_cloud_audit_entries_pruned``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,7 +40,9 @@ from cloud_core.auth import Principal, split_key
 from cloud_core.db import Database
 from cloud_core.metrics import CloudMetrics
 from cloud_core.models import AuditEntry
+from cloud_core.models.base import utcnow
 from cloud_core.schemas.timestamps import as_utc
+from cloud_core.settings import AuditSettings
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_INSPECTED = 64 * 1024
@@ -44,16 +52,67 @@ MAX_FIELDS = 50
 log = logging.getLogger("fieldline.cloud")
 
 
-class AuditLog:
-    """Writes entries; counts what it wrote and what it could not."""
+PRUNE_CHUNK = 5000
+"""Entries deleted per transaction: a year of backlog never holds one long write lock."""
 
-    def __init__(self, database: Database, metrics: CloudMetrics) -> None:
+
+class AuditLog:
+    """Async context manager: writes entries, prunes those past the retention in the background; counts what it
+    wrote, what it could not and what it pruned."""
+
+    def __init__(
+        self, database: Database, metrics: CloudMetrics, settings: AuditSettings | None = None
+    ) -> None:
         self.database = database
+        self.settings = settings or AuditSettings()
         self.written = 0
         self.failures = 0
+        self.pruned = 0
+        self._pruner: asyncio.Task[None] | None = None
         metrics.register_source(
-            "audit", lambda: {"entries_written": self.written, "write_failures": self.failures}
+            "audit",
+            lambda: {
+                "entries_written": self.written,
+                "write_failures": self.failures,
+                "entries_pruned": self.pruned,
+            },
         )
+
+    async def __aenter__(self) -> AuditLog:
+        if self.settings.retention > 0:
+            self._pruner = asyncio.create_task(self._prune_forever(), name="audit-pruner")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete the entries older than the retention (at ``now``, default the current time); how many."""
+        cutoff = (now or utcnow()) - timedelta(seconds=self.settings.retention)
+        table = AuditEntry.__table__
+        deleted = 0
+        while True:
+            async with self.database.session() as session:
+                oldest = select(table.c.id).where(table.c.ts < cutoff).order_by(table.c.ts).limit(PRUNE_CHUNK)
+                result = await session.execute(delete(table).where(table.c.id.in_(oldest)))
+            deleted += result.rowcount
+            if result.rowcount < PRUNE_CHUNK:
+                break
+        self.pruned += deleted
+        return deleted
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                if deleted := await self.prune():
+                    log.info("audit entries past the retention deleted", extra={"deleted": deleted})
+            except SQLAlchemyError:
+                log.exception("audit entries could not be pruned; trying again later")
+            await asyncio.sleep(self.settings.prune_interval)
 
     async def record(self, entry: AuditEntry) -> None:
         try:

@@ -48,7 +48,9 @@ async def open_services(settings: CloudSettings) -> AsyncIterator[Services]:
         )
         bus = EventBus()
         services = Services(settings, database, bus, Authenticator(database, settings.auth), CloudMetrics())
-        services.parts["audit"] = AuditLog(database, services.metrics)
+        services.parts["audit"] = await stack.enter_async_context(
+            AuditLog(database, services.metrics, settings.audit)
+        )
         services.parts["point_reads"] = await stack.enter_async_context(PointReader(database))
         services.parts["tsdb"] = tsdb = await stack.enter_async_context(open_timeseries(settings))
         services.metrics.register_source("tsdb", tsdb.stats)

@@ -111,6 +111,16 @@ class CommandSettings(_Model):
     default_expiry: Duration = 300.0
 
 
+class AuditSettings(_Model):
+    retention: Duration = Field(
+        365 * 86400.0,
+        description="how long audit entries are kept (0: forever); older ones are deleted hourly",
+    )
+    prune_interval: Duration = Field(
+        3600.0, gt=0, description="how often entries past the retention are deleted"
+    )
+
+
 class PkiSettings(_Model):
     """The issuing CA and what it signs (docs/enrollment.md). Without ``ca_dir`` the CA lives in
     ``<data_dir>/pki`` and is created there on first start (no root passphrase); a production deployment points
@@ -144,6 +154,7 @@ class CloudSettings(_Model):
     timeseries: TimeSeriesSettings = TimeSeriesSettings()
     auth: AuthSettings = AuthSettings()
     commands: CommandSettings = CommandSettings()
+    audit: AuditSettings = AuditSettings()
     pki: PkiSettings = PkiSettings()
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"

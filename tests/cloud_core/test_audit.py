@@ -11,11 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
 from cloud_core.api.deps import OperatorDep
 from cloud_core.app import create_app
 from cloud_core.audit import _resource
 from cloud_core.auth import Role, create_key
+from cloud_core.models import AuditEntry
 from cloud_core.services import open_services
 from cloud_core.settings import CloudSettings, DatabaseSettings
 from tests.cloud_core.cloudkit import Cloud, postgres_database, running_cloud
@@ -194,3 +196,26 @@ def test_resource_and_id_come_from_the_route_template() -> None:
     assert _resource("/api/v2/files/{path:path}", {"path": "a/b"}) == ("files", "a/b")
     assert _resource("/api/v1/keys", {}) == ("keys", None)
     assert _resource(None, {}) == (None, None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_entries_past_the_retention_are_pruned(backend: str, tmp_path: Path) -> None:
+    async with cloud_on(backend, tmp_path) as cloud, cloud.client("admin") as admin:
+        for n in range(3):
+            assert (await admin.post("/api/v1/gateways", json={"id": f"gw-{n}"})).status_code == 201
+        audit = cloud.services.parts["audit"]
+        assert audit.settings.retention == 365 * 86400
+        now = datetime.now(UTC)
+        async with cloud.services.database.session() as session:
+            ids = (await session.execute(select(AuditEntry.id).order_by(AuditEntry.id))).scalars().all()
+            assert len(ids) == 3
+            for entry_id, age in zip(ids, (400, 366, 10), strict=True):
+                await session.execute(
+                    update(AuditEntry).where(AuditEntry.id == entry_id).values(ts=now - timedelta(days=age))
+                )
+        assert await audit.prune(now) == 2
+        assert await audit.prune(now) == 0
+        kept = (await admin.get("/api/v1/audit")).json()["items"]
+        assert [e["resource_id"] for e in kept] == ["gw-2"]
+        metrics = (await admin.get("/metrics")).text
+        assert "fieldline_cloud_audit_entries_pruned 2.0" in metrics
