@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+from abc import abstractmethod
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
@@ -120,10 +121,11 @@ class Generator(_Model):
         """``number``, ``boolean`` or ``string``: what the values are, for discovery and faults."""
         return "number"
 
+    @abstractmethod
     def sample(
         self, dev: SampleState, slot: int, now: float, t: float, dt: float, values: dict[str, Any]
     ) -> Any:
-        raise NotImplementedError
+        """The generator's value for the reading at ``now``."""
 
     def finish(self, value: Any) -> MetricValue:
         """Round a float to ``round`` decimals (an int for 0)."""
