@@ -7,7 +7,9 @@ Two methods:
   window is one value the MAD is 0; the scale then falls back to ``1.2533 * mean absolute deviation`` from the
   median. The window is kept sorted incrementally (``bisect.insort``/``del``) beside a ring buffer in arrival
   order, both ``array('d')`` (8 contiguous bytes a value); the median is read off the sorted copy and the MAD
-  found by a binary search in O(log window) steps.
+  found by a binary search in O(log window) steps. Most values of a full window skip both: they fall inside a
+  *sure band* that is provably within the limit for the next few values (``HampelWindow``), and the verdicts
+  stay exactly those of the definition.
 - ``zscore``: outlier when ``|x - mean| > threshold * stddev`` (population stddev of the window). Mean and
   variance are updated incrementally for each value in and out (Welford-style) and recomputed exactly every
   ``window`` updates, so floating-point drift cannot accumulate.
@@ -126,7 +128,8 @@ class HampelWindow:
     Besides the exact limit of the current content (``center``, ``limit``), a full window keeps a *sure band*
     ``[lo, hi]`` that stays valid for ``credit - 1`` more ``add`` calls: any value inside it is within the
     exact Hampel limit of every window those adds can produce, so it is accepted without recomputing the
-    median and MAD (see ``_sure_band``). A value outside the band, or a spent credit, takes the exact path.
+    median and MAD (see ``_sure_band``). When the credit is spent, the next judgement computes a new band
+    first (it costs less than the median and MAD); only a value outside the band takes the exact path.
     """
 
     __slots__ = ("center", "credit", "hi", "limit", "lo", "ordered", "params", "pos", "rejected", "ring")
@@ -151,6 +154,10 @@ class HampelWindow:
             ordered = self.ordered
             if len(ordered) < self.params.min_samples:
                 return False
+            if not self.credit and len(ordered) == self.params.window:
+                self._sure_band()  # cheaper than the exact limit, and valid for the next values too
+                if self.credit and self.lo <= x <= self.hi:
+                    return False
             median, mad = median_and_mad(ordered)
             if mad > 0:
                 scale = MAD_TO_STDDEV * mad
@@ -160,8 +167,6 @@ class HampelWindow:
                 scale = MEAN_AD_TO_STDDEV * mean_abs / len(ordered)
             self.center = median
             self.limit = max(self.params.threshold * scale, self.params.min_deviation)
-            if len(ordered) == self.params.window:
-                self._sure_band()
         return abs(x - self.center) > self.limit
 
     def _sure_band(self) -> None:
