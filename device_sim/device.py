@@ -396,7 +396,7 @@ class DeviceModel:
                 actuators.active[name] = (case, params)
             _bump(counts, "ok")
             reply = {"id": command_id, "status": "ok", "result": {"command": name, "params": params}}
-        answer = orjson.dumps(reply)
+        answer = codecs.dump_json(reply)
         actuators.remember(command_id, answer)
         return self._ack(answer)
 
@@ -442,12 +442,16 @@ class DeviceModel:
             "attributes": self.kind.attributes,
             "ts": round(now, 3),
         }
-        return Message("state", "state", orjson.dumps(body), True, None, Topics.device_state(self.device_id))
+        return Message(
+            "state", "state", codecs.dump_json(body), True, None, Topics.device_state(self.device_id)
+        )
 
     def will_message(self) -> Message:
         """The last will the runtime registers at CONNECT: the offline state, without a time."""
         body = {"state": "offline", "attributes": self.kind.attributes}
-        return Message("state", "state", orjson.dumps(body), True, None, Topics.device_state(self.device_id))
+        return Message(
+            "state", "state", codecs.dump_json(body), True, None, Topics.device_state(self.device_id)
+        )
 
     def discovery_message(self, now: float) -> Message:
         """The answer to ``discovery/request``, on ``discovery/response/{id}``: the device's description."""
@@ -474,7 +478,7 @@ class DeviceModel:
         return Message(
             "discovery",
             "discovery/response",
-            orjson.dumps(body),
+            codecs.dump_json(body),
             False,
             None,
             discovery_topic(self.device_id),
