@@ -52,7 +52,7 @@ class DeviceTemplate(_Model):
     interval: Duration = Field(gt=0)
     jitter: Duration = 0.0
     clock_skew: ClockSkew = ClockSkew()
-    qos: Literal[0, 1, 2] = 1
+    qos: Literal[0, 1] = 1  # the simulator's MQTT client speaks QoS 0 and 1
     devices_per_connection: int = Field(1, ge=1, le=100_000)
     attributes: dict[str, Scalar] = {}
     metrics: dict[MetricName, Metric] = Field(min_length=1)
