@@ -234,8 +234,14 @@ class MqttClient:
         self._last_in = self._last_out = loop.time()
 
     async def disconnect(self, within: float = 2.0) -> None:
-        """A normal DISCONNECT (the broker discards the last will), once what was written has been sent."""
+        """A normal DISCONNECT (the broker discards the last will), once the QoS 1 publishes are acknowledged and
+        what was written has been sent. Waiting for the PUBACKs first matters: Mosquitto before 2.0.22 treats a
+        PUBACK it cannot deliver (the client already gone) as an abnormal end and publishes the will anyway
+        (eclipse-mosquitto/mosquitto#2627)."""
         protocol = self._protocol
+        with contextlib.suppress(TimeoutError, TransportError):
+            async with asyncio.timeout(within):
+                await self.wait_acked()
         if self.connected:
             self.write(DISCONNECT_PACKET)
         self._finish(None)
@@ -321,6 +327,11 @@ class MqttClient:
             protocol.transport.write(data)
             if self._loop is not None:
                 self._last_out = self._loop.time()
+
+    def set_write_buffer(self, high: int) -> None:
+        """Let up to ``high`` bytes wait unsent before ``writable`` clears (asyncio's default is 64 KiB)."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.set_write_buffer_limits(high=high)
 
     def keepalive(self, now: float) -> None:
         """Called by the owner every few seconds (``now`` is the loop's time): PINGREQ after half the keepalive

@@ -118,6 +118,8 @@ class LiveRun:
         self._t0 = 0.0
         self._start = 0.0
         self._real_elapsed = 0.0
+        self._connect_seconds = 0.0
+        self._connected_at_end = 0
 
     # ------------------------------------------------------------------ clock and control
 
@@ -152,28 +154,37 @@ class LiveRun:
                 await stack.enter_async_context(sender)
             if links is not None:
                 await stack.enter_async_context(links)
-                for model in self.mqtt:
-                    will = model.will_message()
-                    links.add(
-                        model.device_id,
-                        will=Will(will.topic, will.payload, 1, will.retain),
-                        subscriptions=[(Topics.device_commands(model.device_id), 1), (DISCOVERY_REQUEST, 0)],
-                    )
-                try:
-                    async with asyncio.timeout(self.options.connect_within):
-                        await links.wait_connected(len(self.mqtt))
-                except TimeoutError:
-                    pass  # the summary shows how many connected; the rest keep trying in the background
+            await stack.enter_async_context(
+                Progress(
+                    "fieldline sim run", self._snapshot, rates=("published",), enabled=self.options.progress
+                )
+            )
+            if links is not None:
+                await self._connect_all(links)
             self._start = self.options.start if self.options.start is not None else time.time()
             self._t0 = time.monotonic()
-            async with Progress(
-                "fieldline sim run", self._snapshot, rates=("published",), enabled=self.options.progress
-            ):
-                await self._schedule()
+            await self._schedule()
             self._real_elapsed = time.monotonic() - self._t0
             if links is not None:
+                self._connected_at_end = links.connected
                 self._say_goodbye(links)
         return self.summary()
+
+    async def _connect_all(self, links: DeviceLinks) -> None:
+        started = time.monotonic()
+        for model in self.mqtt:
+            will = model.will_message()
+            links.add(
+                model.device_id,
+                will=Will(will.topic, will.payload, 1, will.retain),
+                subscriptions=[(Topics.device_commands(model.device_id), 1), (DISCOVERY_REQUEST, 0)],
+            )
+        try:
+            async with asyncio.timeout(self.options.connect_within):
+                await links.wait_connected(len(self.mqtt))
+        except TimeoutError:
+            pass  # the summary shows how many connected; the rest keep trying in the background
+        self._connect_seconds = time.monotonic() - started
 
     async def _schedule(self) -> None:
         opts = self.options
@@ -329,6 +340,8 @@ class LiveRun:
             c = self.links.counters
             out["mqtt"] = {
                 "broker": str(self.broker),
+                "connect_seconds": round(self._connect_seconds, 3),
+                "connected_at_end": self._connected_at_end,
                 "connects": c.connects,
                 "connect_failures": c.failures,
                 "lost": c.lost,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import device_sim
 import edge_agent
 import fieldline
 import workflows
@@ -41,6 +42,17 @@ def test_workflows_exports() -> None:
     ]  # fmt: skip
     for name in workflows.__all__:
         assert hasattr(workflows, name), name
+
+
+def test_device_sim_exports() -> None:
+    assert sorted(device_sim.__all__) == [
+        "Broker", "CoapSender", "CommandRejected", "ConnectRefused", "Connection", "DeviceLinks", "DeviceModel",
+        "DeviceTemplate", "Fleet", "LiveRun", "LoadOptions", "LoadReport", "LoadRun", "Message", "MqttClient",
+        "ReplayError", "RunOptions", "SimError", "Tick", "TransportError", "Will", "build_devices", "load_fleet",
+        "replay",
+    ]  # fmt: skip
+    for name in device_sim.__all__:
+        assert hasattr(device_sim, name), name
 
 
 def test_edge_agent_imports_nothing_from_the_cloud() -> None:
