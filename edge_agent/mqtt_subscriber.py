@@ -86,7 +86,8 @@ def puback_packets(mids: list[int]) -> bytes:
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: MqttSubscriber) -> None:
         self.owner = owner
-        self.buf = bytearray()
+        self.buf = bytearray()  # the start of a packet that the last read cut
+        self.need = 0  # bytes ``buf`` must hold before parsing again (0: unknown, the header is cut too)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,18 +95,24 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
-        buf += data
-        n = len(buf)
+        if buf:  # the rest of a packet that an earlier read cut
+            buf += data
+            if len(buf) < self.need:
+                return
+            data = bytes(buf)
+            buf.clear()
+        n = len(data)
         pos = 0
+        need = 0
         owner = self.owner
         v5 = owner.v5
         batch: list[InboundMessage] = []
         while pos < n:
-            first = buf[pos]
+            first = data[pos]
             # remaining length: up to four bytes, seven bits each
             i, mult, length, complete = pos + 1, 1, 0, False
             while i < n:
-                byte = buf[i]
+                byte = data[i]
                 i += 1
                 length += (byte & 0x7F) * mult
                 if byte < 0x80:
@@ -116,37 +123,37 @@ class _Protocol(asyncio.Protocol):
                 break
             end = i + length
             if end > n:
+                need = end - pos
                 break
             kind = first >> 4
             if kind == PUBLISH:
-                j = i + 2 + ((buf[i] << 8) | buf[i + 1])
-                topic = buf[i + 2 : j].decode("utf-8", "replace")
+                j = i + 2 + ((data[i] << 8) | data[i + 1])
+                topic = data[i + 2 : j].decode("utf-8", "replace")
                 qos = (first >> 1) & 3
                 mid = 0
                 if qos:
-                    mid = (buf[j] << 8) | buf[j + 1]
+                    mid = (data[j] << 8) | data[j + 1]
                     j += 2
                 if v5:  # skip the properties: a variable byte integer length, then that many bytes
                     plen, mult2 = 0, 1
                     while True:
-                        byte = buf[j]
+                        byte = data[j]
                         j += 1
                         plen += (byte & 0x7F) * mult2
                         if byte < 0x80:
                             break
                         mult2 *= 128
                     j += plen
-                batch.append(
-                    InboundMessage(topic, bytes(buf[j:end]), qos, mid, bool(first & 8), bool(first & 1))
-                )
+                batch.append(InboundMessage(topic, data[j:end], qos, mid, first & 8 != 0, first & 1 != 0))
             else:
                 if batch:  # keep the order of data and control packets
                     owner.on_messages(batch)
                     batch = []
-                owner.control_packet(kind, bytes(buf[i:end]))
+                owner.control_packet(kind, data[i:end])
             pos = end
-        if pos:
-            del buf[:pos]
+        if pos < n:
+            buf += memoryview(data)[pos:]
+            self.need = need
         if batch:
             owner.on_messages(batch)
 

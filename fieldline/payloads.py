@@ -106,7 +106,7 @@ def decode_telemetry(
         )
     if content_format is None:
         first = payload[0]
-        if first in _JSON_WHITESPACE:
+        if first != _OPEN_BRACE and first in _JSON_WHITESPACE:  # ``{`` (the common case) is tested once
             rest = bytes(payload).lstrip(b" \t\r\n")
             if not rest:
                 raise PayloadError("empty", "payload is only whitespace", device_id=device_id)
