@@ -1,7 +1,8 @@
 """Telemetry ingest into the time-series stores, against bare writers measured in the same run.
 
     python bench/cloud_ingest.py [--devices 1000] [--seconds 300] [--rounds 3] [--cpu 0]
-                                 [--skip-sqlite] [--skip-victoria] [--out bench/results/cloud_ingest.json]
+                                 [--skip-sqlite] [--skip-victoria] [--gc-freeze] [--gc-threshold N]
+                                 [--out bench/results/cloud_ingest.json]
 
 A *point* is one metric value of one device at one time. The data: ``devices`` devices with 4 metrics at 1 Hz
 for ``seconds``, sealed into raw uplink batches of 600 records (about 55 KiB of CBOR before zlib) with
@@ -27,12 +28,17 @@ Each is measured ``rounds`` times, alternating, on fresh files or fresh time ran
 compared (the machine may be shared) and every round is printed. Rates are given per wall-clock second and per
 CPU second the process used (all its threads; for VictoriaMetrics also the server's CPU, read from /proc), the
 latter being what one whole core yields when other work shares the machine. Prints one JSON document.
+
+The process runs with Python's default garbage collector settings, as the cloud core does. ``--gc-freeze``
+(``gc.freeze()`` once the modules are imported, as a service would after starting) and ``--gc-threshold``
+(the generation 0 threshold) measure what a different policy would give; the JSON records the one used.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.client
 import json
 import os
@@ -48,6 +54,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +126,7 @@ async def drive(store: Any, batches: list[bytes]) -> tuple[int, float, float]:
                 flush.append(more)
                 records += len(more.records)
             points = [p for b in flush for p in points_from_batch(b)]
-            count += sum(len(p.values) for p in points)
+            count += sum(map(len, map(itemgetter(2), points)))  # values per point
             await store.write(points)
 
     started, cpu = time.perf_counter(), time.process_time()
@@ -374,6 +381,8 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=0, help="the core this process runs on (-1: do not pin)")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-victoria", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before the rounds")
+    parser.add_argument("--gc-threshold", type=int, help="the garbage collector's generation 0 threshold")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -395,6 +404,11 @@ def main() -> None:
         "seconds_of_data": args.seconds,
         "points_per_round": args.devices * len(METRICS) * args.seconds,
     }
+    if args.gc_threshold is not None:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+    if args.gc_freeze:
+        gc.freeze()
+    result["gc"] = {"threshold": gc.get_threshold(), "frozen": args.gc_freeze}
     with tempfile.TemporaryDirectory(prefix="fieldline-bench-") as tmp:
         workdir = Path(tmp)
         batches = payloads(args.devices, args.seconds, start, seed=1)
