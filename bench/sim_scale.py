@@ -13,10 +13,10 @@ Method (every figure is measured in this run, on this machine; each part starts 
    10 s, a last will, subscribed to its commands and to discovery requests) for --hold seconds after all are
    connected. Reported: connect time, devices connected at the end, the simulator's peak RSS (VmHWM), messages
    published, and messages received by a separate counting subscriber on the same broker.
-3. Load: ``fieldline sim load`` at QoS 0 over 4 connections (5,000 devices multiplexed) at each target rate for
-   --load-seconds; the rate is measured at a separate counting subscriber. The baseline is a bare publisher in
-   the same run (one socket writing precomputed packets as fast as it can) measured by the same subscriber: the
-   ceiling of this broker and subscriber on this machine. The highest sustained rate is the highest target whose
+3. Load: ``fieldline sim load examples/fleets/load-5000.yaml`` at QoS 0, its 5,000 devices multiplexed over 4
+   connections, at each target rate for --load-seconds; the rate is measured at a separate counting subscriber.
+   The baseline is a bare publisher in the same run (one socket writing precomputed packets as fast as it can)
+   measured by the same subscriber: the ceiling of this broker and subscriber on this machine. The highest sustained rate is the highest target whose
    subscriber rate reached 97% of the target with nothing lost.
 Prints one JSON document (and writes it with --out).
 """
@@ -56,19 +56,7 @@ devices:
       temperature: {{type: sine, period: 1h, amplitude: 2, offset: 21, random_phase: true}}
       humidity: {{type: random_walk, start: 45, step: 0.5, min: 20, max: 80}}
 """
-LOAD_FLEET = """\
-seed: 1
-devices:
-  - type: meter
-    id: meter-{n:04d}
-    count: 5000
-    interval: 1s
-    qos: 0
-    devices_per_connection: 1250
-    metrics:
-      power: {type: random_walk, start: 100, step: 2, min: 0, max: 500}
-      temperature: {type: sine, period: 1h, amplitude: 2, offset: 21, random_phase: true}
-"""
+LOAD_FLEET = HERE.parent / "examples" / "fleets" / "load-5000.yaml"
 
 
 def free_port() -> int:
@@ -188,8 +176,7 @@ def scale(devices: int, hold: int, workdir: Path) -> dict[str, Any]:
 
 
 def load(rates: list[int], seconds: int, workdir: Path) -> dict[str, Any]:
-    fleet = workdir / "load.yaml"
-    fleet.write_text(LOAD_FLEET)
+    fleet = LOAD_FLEET
     with mosquitto(workdir) as port, counter(port, "devices/+/telemetry") as baseline:
         raw = last_json(
             subprocess.run(
@@ -202,7 +189,7 @@ def load(rates: list[int], seconds: int, workdir: Path) -> dict[str, Any]:
         with mosquitto(workdir) as port, counter(port, "devices/+/telemetry") as received:
             subprocess.run(
                 [*SIM, "load", str(fleet), "--broker", f"mqtt://127.0.0.1:{port}", "--rate", str(rate),
-                 "--duration", f"{seconds}s", "--qos", "0", "--report", str(report), "--quiet"],
+                 "--duration", f"{seconds}s", "--qos", "0", "--connections", "4", "--report", str(report), "--quiet"],
                 check=True, capture_output=True, timeout=seconds + 300,
             )  # fmt: skip
         document = json.loads(report.read_text())

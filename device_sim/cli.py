@@ -161,13 +161,13 @@ def load(
     options = LoadOptions(
         rate=rate, duration=seconds, connections=connections, qos=qos, seed=seed, measure=measure
     )
-    run_ = LoadRun(fleet, _broker(broker, fleet), options, progress=not quiet)
+    load_run = LoadRun(fleet, _broker(broker, fleet), options, progress=not quiet)
     try:
-        run_.prepare()
+        load_run.prepare()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
-        result = asyncio.run(run_.run())
+        result = asyncio.run(load_run.run())
     except (SimError, TimeoutError) as exc:
         errors.print(f"load run failed: {escape(str(exc) or type(exc).__name__)}")
         raise SystemExit(1) from None

@@ -96,7 +96,7 @@ class CoapSender:
                 response = await self._context.request(message).response
         except TimeoutError:
             self.codes["timeout"] += 1
-        except CoapError:
+        except (CoapError, OSError):
             self.codes["error"] += 1
         else:
             self.codes[response.code.dotted] += 1

@@ -1,7 +1,8 @@
 """Simulated devices publishing telemetry: a sine wave with noise per device, with faults now and then.
 
-This is the small publisher the demo and the benchmarks use; the full fleet simulator (fleet files, fault
-schedules, actuators) builds on it.
+This is the small publisher `fieldline demo` and bench/edge_throughput.py use (many devices over one paho
+connection). The fleet simulator (fleet files, fault schedules, actuators, one connection per device) is
+``device_sim.runner``; docs/simulator.md describes it.
 """
 
 from __future__ import annotations

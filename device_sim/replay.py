@@ -26,7 +26,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,7 +262,7 @@ async def replay(
     speed: float | None = 1.0,
     original_timestamps: bool = False,
     qos: int = 1,
-    on_bad_row: Any = None,
+    on_bad_row: Callable[[BadRow], None] | None = None,
 ) -> dict[str, Any]:
     """Send the file's rows; ``speed`` None sends as fast as the broker takes them. ``on_bad_row(BadRow)`` is
     called for each bad row. Returns the summary."""

@@ -90,3 +90,31 @@ async def test_a_stop_ends_an_unbounded_run_cleanly(mosquitto: Mosquitto, tmp_pa
         await received.wait_for(lambda r: len(r.messages) == 10)
     assert summary["mqtt"]["connects"] == 5
     assert all(orjson.loads(m.payload)["state"] == "offline" for m in received.messages[5:])
+
+
+STORM = """\
+seed: 4
+devices:
+  - type: tracker
+    id: tracker-{n:03d}
+    count: 100
+    interval: 10s
+    metrics:
+      speed: {type: random_walk, start: 50, step: 1, min: 0, max: 120}
+    faults:
+      - {type: reconnect_storm, schedule: {at: 30s, every: 40s}}
+"""
+
+
+async def test_reconnect_storms_are_absorbed(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    the_fleet = fleet(tmp_path, STORM)
+    expected_messages, _ = _expected(the_fleet)
+    summary, messages = await _run(mosquitto, the_fleet)
+    assert summary["faults"] == {"reconnect": 400}  # at 30, 70, 110 and 150 s, every device
+    assert summary["mqtt"]["connects"] == 500
+    assert summary["mqtt"]["dropped"] == 400
+    assert summary["mqtt"]["connected_at_end"] == 100
+    assert summary["published"] == expected_messages
+    assert summary["unsent"] == 0
+    wills = [m for m in messages if m.topic.matches("devices/+/state") and b'"ts"' not in m.payload]
+    assert len(wills) == 400  # each abrupt disconnect published the device's will
