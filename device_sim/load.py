@@ -9,9 +9,9 @@ What is measured and how (docs/simulator.md has the prose):
 - Pacing is a token bucket over the monotonic clock: tokens accrue at ``rate`` per second up to ``burst_seconds``
   worth (a short stall of the loop is caught up, a longer one is not); a turn sends as many whole tokens as
   there are, spread over the connections, then sleeps until the next token. When the broker pushes back (a
-  connection's unsent buffer is full: the pacer waits; at QoS 1 the broker's receive window is full: the sends
-  that do not fit are counted in ``errors``), the bucket overflows and the achieved rate falls short of the
-  target, which the report shows.
+  connection's unsent buffer is full, or at QoS 1 its receive window: Mosquitto allows 20 unacknowledged
+  publishes per connection by default), the pacer waits, the bucket overflows and the achieved rate falls short
+  of the target, which the report shows.
 - ``acknowledged`` counts PUBACKs (QoS 1); ``ack_latency_ms`` is publish-to-PUBACK.
 - With ``measure``, a subscriber in this process receives the same topics from the same broker: ``received``,
   its rate, and ``latency_ms`` from publish to arrival for one message in ``sample_every`` (a sampled
@@ -24,12 +24,14 @@ fleet are not played here (the report counts them as ``skipped_coap_devices``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from device_sim.errors import TransportError
 from device_sim.fleet import Fleet
 from device_sim.mqtt_client import InboundMessage, MqttClient, publish_packet, varint
 from device_sim.mqtt_transport import Broker, DeviceLinks
@@ -211,7 +213,6 @@ class LoadRun:
 
     async def _pace(self, links: DeviceLinks) -> float:
         opts = self.options
-        loop = asyncio.get_running_loop()
         capacity = max(1.0, opts.rate * opts.burst_seconds)
         tokens, started = 0.0, time.monotonic()
         last, end = started, started + opts.duration
@@ -228,6 +229,7 @@ class LoadRun:
                 continue
             tokens -= whole
             share, extra = divmod(whole, len(self.streams))
+            sent_now, blocked = 0, None
             for i, stream in enumerate(self.streams):
                 n = share + (1 if (i - turn) % len(self.streams) < extra else 0)
                 if not n:
@@ -242,12 +244,24 @@ class LoadRun:
                 if not client.writable.is_set():
                     # the broker reads slower than we write: wait (tokens past the bucket's size are lost)
                     await client.writable.wait()
-                self._send(client, stream, n, loop.time())
+                if stream.qos:
+                    room = client.receive_maximum - len(client.inflight)
+                    if room < n:  # the broker's receive window is full: these wait for the next turn
+                        tokens += n - max(room, 0)
+                        n = max(room, 0)
+                        blocked = client
+                if n:
+                    self._send(client, stream, n)
+                    sent_now += n
             turn += extra
-            await asyncio.sleep(0)  # let PUBACKs and the subscriber in
+            if not sent_now and blocked is not None:
+                with contextlib.suppress(TransportError):  # lost: the next turn counts it as not connected
+                    await blocked.wait_window()  # every window is full: wait for a PUBACK, not in a busy loop
+            else:
+                await asyncio.sleep(0)  # let PUBACKs and the subscriber in
         return time.monotonic() - started
 
-    def _send(self, client: MqttClient, stream: _Stream, n: int, now: float) -> None:
+    def _send(self, client: MqttClient, stream: _Stream, n: int) -> None:
         size = len(stream)
         pos = stream.position
         indices = [(pos + k) % size for k in range(n)] if pos + n > size else range(pos, pos + n)
@@ -264,11 +278,6 @@ class LoadRun:
                 packets = stream.packets
                 client.write(b"".join([packets[i] for i in indices]))
         else:
-            room = client.receive_maximum - len(client.inflight)
-            if room < n:
-                self._error("receive_window_full", n - max(room, 0))
-                n = max(room, 0)
-                indices = indices[:n]
             parts = []
             split = stream.split
             for i in indices:
