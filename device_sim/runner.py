@@ -109,10 +109,18 @@ class LiveRun:
                 "the fleet has CoAP devices: give an endpoint (--coap or the fleet file's coap:)"
             )
         self.broker = Broker.parse(broker) if broker else None
-        self.coap_url = coap
         self.stats = RunStats()
-        self.links: DeviceLinks | None = None
-        self.sender: CoapSender | None = None
+        self.links = (
+            DeviceLinks(
+                self.broker,
+                on_message=self._received,
+                on_connected=self._connected,
+                concurrency=options.concurrency,
+            )
+            if self.broker and self.mqtt
+            else None
+        )
+        self.sender = CoapSender(coap) if self.coap and coap else None
         self._buffers: dict[str, list[Message]] = {}
         self._stop = asyncio.Event()
         self._t0 = 0.0
@@ -137,18 +145,7 @@ class LiveRun:
         """Play the fleet until the duration is reached or :meth:`stop`; returns the summary."""
         self._start = self.options.start if self.options.start is not None else time.time()
         self._t0 = time.monotonic()
-        links = (
-            DeviceLinks(
-                self.broker,
-                on_message=self._received,
-                on_connected=self._connected,
-                concurrency=self.options.concurrency,
-            )
-            if self.broker
-            else None
-        )
-        sender = CoapSender(self.coap_url) if self.coap and self.coap_url else None
-        self.links, self.sender = links, sender
+        links, sender = self.links, self.sender
         async with contextlib.AsyncExitStack() as stack:
             if sender is not None:
                 await stack.enter_async_context(sender)

@@ -12,7 +12,7 @@ from device_sim.device import Connection
 from device_sim.population import build_devices
 from device_sim.runner import LiveRun, RunOptions
 from tests.device_sim.mqttkit import subscriber
-from tests.device_sim.runkit import ROOMS, START, fleet
+from tests.device_sim.runkit import COLD_ROOM, ROOMS, START, fleet, running
 from tests.servicekit import Mosquitto
 
 DURATION = 180.0
@@ -118,3 +118,23 @@ async def test_reconnect_storms_are_absorbed(mosquitto: Mosquitto, tmp_path: Pat
     assert summary["unsent"] == 0
     wills = [m for m in messages if m.topic.matches("devices/+/state") and b'"ts"' not in m.payload]
     assert len(wills) == 400  # each abrupt disconnect published the device's will
+
+
+async def test_a_run_survives_a_broker_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    options = RunOptions(broker=mosquitto.url, speed=30, start=START, progress=False)
+    async with running(fleet(tmp_path, COLD_ROOM), options) as run:
+        assert run.links is not None
+        async with asyncio.timeout(20):
+            await run.links.wait_connected(2)
+            mosquitto.stop()
+            await run.links.wait_connected(0)
+            mosquitto.start()
+            await run.links.wait_connected(2)
+        async with subscriber(mosquitto.port, "devices/+/telemetry") as (_, received):
+            await received.wait_for(lambda r: {m.topic.value for m in r.messages} == TELEMETRY_TOPICS)
+    summary = run.summary()
+    assert summary["mqtt"]["lost"] == 2
+    assert summary["mqtt"]["connects"] == 4
+
+
+TELEMETRY_TOPICS = {"devices/cold-01/telemetry", "devices/cold-02/telemetry"}
