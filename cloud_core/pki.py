@@ -62,7 +62,6 @@ GATEWAY_REVOKED = "gateway.revoked"
 DEVICE_REVOKED = "device.revoked"
 CERTIFICATE_REVOKED = "certificate.revoked"
 OWNERS: dict[str, type[Gateway] | type[Device]] = {"gateway": Gateway, "device": Device}
-MAX_PEM = 16 * 1024
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
     ├── EnrollmentRefused     403  the enrollment token is unknown, used, expired, revoked or bound to another id
     ├── RenewalRefused        403  the current certificate or its proof of possession does not hold
     ├── CsrRefused            422  the CSR is unreadable or fails a check (signature, subject, key type or size)
-    └── CertificateNotFound   404  no certificate with that serial, or none for that owner
+    └── CertificateNotFound   404  no certificate with that serial
 
 Each refusal is logged by the audit middleware with its detail (never the token or the CSR themselves).
 """
