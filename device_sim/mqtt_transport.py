@@ -93,13 +93,13 @@ class DeviceLinks:
     protocol: int = 5
     backoff: tuple[float, float] = (0.5, 30.0)
     """First and longest wait between attempts; each failure doubles it, with jitter in [50%, 100%]."""
-    counters: LinkCounters = field(default_factory=LinkCounters)
-    _links: dict[str, _Link] = field(default_factory=dict)
-    _queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _rng: random.Random = field(default_factory=lambda: random.Random(0))
-    _connected: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    counters: LinkCounters = field(default_factory=LinkCounters, init=False)
+    _links: dict[str, _Link] = field(default_factory=dict, init=False)
+    _queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0), init=False)
+    _connected: int = field(default=0, init=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def __aenter__(self) -> DeviceLinks:
         raise_open_files_limit()
