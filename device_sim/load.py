@@ -50,7 +50,7 @@ class LoadOptions:
     connections: int | None = None
     """None: as the fleet's ``devices_per_connection`` groups its devices."""
     qos: int | None = None
-    """None: each template's ``qos`` (2 is sent as 1)."""
+    """None: each template's ``qos`` (the highest of a connection's devices)."""
     seed: int | None = None
     measure: bool = False
     payloads_per_device: int = 4
@@ -154,7 +154,7 @@ class LoadRun:
         start = time.time()
         tag = f"{os.getpid()}"
         for index, group in enumerate(groups):
-            qos = min(1, opts.qos if opts.qos is not None else max(m.qos for m in group))
+            qos = opts.qos if opts.qos is not None else max(m.qos for m in group)
             stream = _Stream(f"fl-sim-load-{tag}-{index}", qos)
             plays = [self._play(model, start) for model in group]
             for round_ in range(max(len(p) for p in plays)):

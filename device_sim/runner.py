@@ -258,8 +258,9 @@ class LiveRun:
             )
         else:
             assert self.links is not None
-            qos = min(model.qos, 1)
-            sent = self.links.publish(model.device_id, message.topic, message.payload, qos, message.retain)
+            sent = self.links.publish(
+                model.device_id, message.topic, message.payload, model.qos, message.retain
+            )
             if not sent and self.links.is_wanted(model.device_id):
                 buffer = self._buffers.setdefault(model.device_id, [])
                 if len(buffer) < BUFFERED:
@@ -278,9 +279,8 @@ class LiveRun:
         if self.links is None:
             return
         self.links.publish(device_id, state.topic, state.payload, 1, state.retain)
-        qos = min(model.qos, 1)
         for message in self._buffers.pop(device_id, []):
-            if self.links.publish(device_id, message.topic, message.payload, qos, message.retain):
+            if self.links.publish(device_id, message.topic, message.payload, model.qos, message.retain):
                 self.stats.published += 1
             else:
                 self.stats.unsent += 1
