@@ -293,3 +293,11 @@ def test_runs_are_identical_across_processes_and_leave_the_global_random_alone()
     for device in _devices():
         _play(device, 20)
     assert random.getstate() == before
+
+
+def test_per_device_state_is_slotted_and_the_template_shared() -> None:
+    devices = _devices(count=3)
+    assert all(not hasattr(d, "__dict__") for d in devices)
+    assert not hasattr(devices[0].counters, "__dict__")
+    assert devices[0].kind is devices[1].kind is devices[2].kind
+    assert len(devices[0].state) == devices[0].kind.state_size == 3  # a sine phase, a boolean, an enum
