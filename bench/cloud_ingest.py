@@ -11,14 +11,15 @@ for ``seconds``, sealed into raw uplink batches of 600 records (about 55 KiB of 
 SQLite
 - store: uplink batches ingested the way ``cloud_core.ingest`` does it (a reader task runs ``decode_batch`` into
   a bounded queue, one message per turn of the event loop as a network reader gets them; a writer task takes up
-  to ``ingest.batch_points`` records, runs ``points_from_batch`` and awaits ``SQLiteStore.write``), timed until
-  the last commit: series lookup, points, 1 min and 1 h rollups;
+  to ``ingest.batch_points`` records and awaits ``write_series`` as ``UplinkWriter`` does: ``points_from_batch``
+  and ``SQLiteStore.write``), timed until the last commit: series lookup, points, 1 min and 1 h rollups;
 - bare: ``executemany`` of prebuilt ``(slice, series_id, ms, value)`` rows into the same ``points`` table, with as
   many rows per transaction as the store's group commit took (no decoding, no rollups).
 
 VictoriaMetrics (a server started for the run, on the other cores)
-- store: the same ingest loop into ``VictoriaMetricsStore.write`` (line protocol sent with influxdb-client,
-  each write in equal requests of at most ``victoria.POINTS_PER_REQUEST`` points, 2 write threads);
+- store: the same ingest loop into ``VictoriaMetricsStore.write_batches`` (line protocol encoded straight from
+  the decoded records, sent with influxdb-client in requests of about ``victoria.POINTS_PER_REQUEST`` records,
+  2 write threads);
 - bare: the same line protocol, prebuilt, in requests of ``BARE_POINTS_PER_REQUEST`` points (fixed, so that
   tuning the store's request size does not move its baseline), POSTed to ``/api/v2/write`` with ``http.client``
   on 2 connections;
@@ -54,7 +55,6 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from cloud_core.settings import IngestSettings
 from cloud_core.tsdb import SQLiteStore, VictoriaMetricsStore, points_from_batch
 from cloud_core.tsdb.lineprotocol import encode
 from cloud_core.tsdb.sqlite import SCHEMA, SLICE_MS
+from cloud_core.uplink_writer import write_series
 from fieldline.wire import Batch, RawRecord, RecordKind, decode_batch, encode_batch, encode_body
 
 METRICS = ("temperature", "humidity", "pressure", "battery")
@@ -99,10 +100,11 @@ def payloads(devices: int, seconds: int, start: float, seed: int) -> list[bytes]
 
 async def drive(store: Any, batches: list[bytes]) -> tuple[int, float, float]:
     """Ingest ``batches`` as ``cloud_core.ingest`` does: one task decodes them into a bounded queue, one task
-    takes up to ``BATCH_RECORDS`` records of decoded batches at a time, turns them into points and awaits the
-    store's write. Returns (points, wall seconds, CPU seconds of this process, all threads)."""
+    takes up to ``BATCH_RECORDS`` records of decoded batches at a time and awaits ``write_series`` of them (as
+    ``UplinkWriter`` does: the store's ``write_batches`` if it has one, else ``points_from_batch`` and its
+    ``write``). Returns (points the store counted, wall seconds, CPU seconds of this process, all threads)."""
     queue: asyncio.Queue[Batch | None] = asyncio.Queue(QUEUE_SIZE)
-    count = 0
+    written = store.stats()["points_written"]
 
     async def read() -> None:
         for payload in batches:
@@ -111,7 +113,6 @@ async def drive(store: Any, batches: list[bytes]) -> tuple[int, float, float]:
         await queue.put(None)
 
     async def write() -> None:
-        nonlocal count
         done = False
         while not done:
             first = await queue.get()
@@ -125,13 +126,12 @@ async def drive(store: Any, batches: list[bytes]) -> tuple[int, float, float]:
                     break
                 flush.append(more)
                 records += len(more.records)
-            points = [p for b in flush for p in points_from_batch(b)]
-            count += sum(map(len, map(itemgetter(2), points)))  # values per point
-            await store.write(points)
+            await write_series(store, flush)
 
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(read(), write())
-    return count, time.perf_counter() - started, time.process_time() - cpu
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return int(store.stats()["points_written"] - written), seconds, cpu
 
 
 def rates(points: int, seconds: float, cpu: float, **extra: Any) -> dict[str, Any]:

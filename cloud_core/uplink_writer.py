@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +45,28 @@ class PointWriter(Protocol):
     """The part of a time-series store ingest needs."""
 
     async def write(self, points: Sequence[Any]) -> None: ...
+
+
+@runtime_checkable
+class BatchWriter(Protocol):
+    """A store that takes decoded uplink batches whole (``VictoriaMetricsStore``: no ``Point`` per record)."""
+
+    async def write_batches(self, batches: Sequence[Batch], skipped: Counter[str] | None = None) -> int: ...
+
+
+async def write_series(
+    store: PointWriter, batches: Sequence[Batch], skipped: Counter[str] | None = None
+) -> int:
+    """Write the time series of ``batches`` (``raw`` and ``agg`` kinds) to ``store``; returns how many points
+    that was. Values that cannot be stored are counted in ``skipped`` (``points_from_batch``)."""
+    if not batches:
+        return 0
+    if isinstance(store, BatchWriter):
+        return await store.write_batches(batches, skipped)
+    points = [p for b in batches for p in points_from_batch(b, skipped)]
+    if points:
+        await store.write(points)
+    return len(points)
 
 
 @dataclass(slots=True)
@@ -167,7 +189,7 @@ class UplinkWriter:
                     fresh.append(_Fresh(item, item.gateway, item.batch))
             flush.count("gaps_abandoned", sum(m.abandoned for m in marks.values()))
             quarantined = await self._devices(session, fresh, now, flush)
-            points: list[Any] = []
+            series: list[Batch] = []
             for item in fresh:
                 batch = self._divert(session, item, quarantined, now, flush)
                 flush.count("batches")
@@ -176,10 +198,8 @@ class UplinkWriter:
                     records = cast(list[StateRecord | EventRecord], batch.records)
                     flush.events += await store_records(session, item.gateway, records, now)
                 else:
-                    points.extend(points_from_batch(batch, flush.skipped))
-            if points:
-                await self.store.write(points)
-            flush.count("points", len(points))
+                    series.append(batch)
+            flush.count("points", await write_series(self.store, series, flush.skipped))
             for gateway, report in sorted(statuses.items()):
                 await record_status(session, self.bus, gateway, report, now)
                 flush.count("statuses")

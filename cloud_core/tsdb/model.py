@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple, cast
@@ -68,6 +69,10 @@ class Point(NamedTuple):
     device_id: str
     ts: int
     values: dict[str, float]
+
+
+Row = tuple[str, int, dict[str, float]]
+"""A point's fields, ``(device_id, ts, values)``, without the ``Point`` (a ``Point`` is one too)."""
 
 
 def base_metric(name: str) -> str:
@@ -173,11 +178,15 @@ def points_from_batch(batch: Batch, skipped: Counter[str] | None = None) -> list
     cannot be stored are left out and counted in ``skipped`` by reason: ``string``, ``null``, ``non_finite``,
     ``too_large``, ``bad_name``.
     """
-    points: list[Point] = []
-    append = points.append
+    new = tuple.__new__  # Point(...) would run the NamedTuple's Python-level __new__ for each point
+    return [new(Point, row) for row in rows_from_batch(batch, skipped)]
+
+
+def rows_from_batch(batch: Batch, skipped: Counter[str] | None = None) -> Iterator[Row]:
+    """The points of an uplink batch as ``points_from_batch`` makes them, as plain ``(device_id, ts, values)``
+    tuples made one at a time, for writers that encode them at once (``lineprotocol.encode_batches``)."""
     if batch.kind is RecordKind.RAW:
         good = _good_names
-        new = tuple.__new__  # Point(...) would run the NamedTuple's Python-level __new__ for each record
         for record in cast("list[RawRecord]", batch.records):
             metrics = record.metrics
             for value in metrics.values():  # fast path: every value a finite float, every name known good
@@ -185,18 +194,17 @@ def points_from_batch(batch: Batch, skipped: Counter[str] | None = None) -> list
                     break
             else:
                 if metrics.keys() <= good and metrics:
-                    append(new(Point, (record.device_id, int(record.ts * 1000.0 + 0.5), metrics)))
+                    yield record.device_id, int(record.ts * 1000.0 + 0.5), metrics
                     continue
             metrics = _raw_values(metrics, skipped)
             if metrics:
-                append(new(Point, (record.device_id, int(record.ts * 1000.0 + 0.5), metrics)))
+                yield record.device_id, int(record.ts * 1000.0 + 0.5), metrics
     elif batch.kind is RecordKind.AGG:
         for record in batch.records:
             assert isinstance(record, AggregateRecord)
             point = _window_point(record, skipped)
             if point is not None:
-                append(point)
-    return points
+                yield point
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,30 @@
 """The VictoriaMetrics store against a real ``victoria-metrics`` started by the test: what lands in the server
-(names and ids holding ``:`` included, writes split over several requests), answers, repeated samples, latest
-values, precision, and an unreachable server; the line protocol encoder byte for byte."""
+(names and ids holding ``:`` included, writes split over several requests), uplink batches written whole
+(``write_batches``) against the same batches through points into SQLite, answers, repeated samples, latest
+values, precision, and an unreachable server; the line protocol encoders byte for byte."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from cloud_core.tsdb import Point, Query, StoreUnavailable, VictoriaMetricsStore
-from cloud_core.tsdb.lineprotocol import encode
+from cloud_core.tsdb import (
+    Point,
+    Query,
+    SQLiteStore,
+    StoreUnavailable,
+    VictoriaMetricsStore,
+    points_from_batch,
+)
+from cloud_core.tsdb.lineprotocol import encode, encode_batches
 from cloud_core.tsdb.victoria import POINTS_PER_REQUEST
+from cloud_core.uplink_writer import write_series
+from fieldline.wire import AggregateRecord, Batch, RawRecord, RecordKind
 from tests.cloud_core.tsdbkit import HOUR, raw_points, recent_hour, victoria_server
 from tests.servicekit import VictoriaMetrics
 
@@ -86,6 +97,59 @@ async def test_a_large_write_goes_in_equal_requests(victoria: VictoriaMetrics) -
             Query.aligned([f"dev-{i}" for i in range(7)], ["v"], t0, t0 + HOUR, HOUR, "count")
         )
         assert sum(series["v"][0] or 0 for series in answer.series.values()) == len(points)
+
+
+def uplink(t0: int, records: int) -> list[Batch]:
+    """Raw batches of 600 records (some values the stores cannot hold: strings, nulls, NaN, a bad name, huge
+    integers; some ints and booleans), then a batch of edge windows, one of them partial."""
+    raw = []
+    for i in range(records):
+        metrics: dict[str, object] = {"temperature": 20 + i % 7 / 4, "count": i, "door": i % 2 == 0}
+        if i % 97 == 0:
+            metrics.update({"label": "on", "gone": None, "bad name": 1.0, "nan": math.nan, "big": 10**400})
+        raw.append(RawRecord(f"dev-{i % 5}", (t0 + i * 1000 + 7) / 1000, metrics))
+    batches = [
+        Batch("gw", n, RecordKind.RAW, raw[i : i + 600], False, 0.0)
+        for n, i in enumerate(range(0, records, 600))
+    ]
+    windows = [
+        AggregateRecord("dev-1", "temperature", t0 / 1000, 60.0, {"mean": 21.5, "count": 60.0, "max": 23.0}),
+        AggregateRecord("dev-1", "temperature", t0 / 1000 + 60, 60.0, {"mean": 22.0, "count": 10.0}, True),
+        AggregateRecord("dev-2", "bad name", t0 / 1000, 60.0, {"mean": 1.0}),
+    ]
+    return [*batches, Batch("gw", len(batches), RecordKind.AGG, windows, False, 0.0)]
+
+
+def test_batches_encode_as_their_points() -> None:
+    batches = uplink(recent_hour(3), 1500)
+    via_points: Counter[str] = Counter()
+    points = [p for b in batches for p in points_from_batch(b, via_points)]
+    direct: Counter[str] = Counter()
+    assert encode_batches(batches, direct) == (encode(points), len(points))
+    assert direct == via_points
+    assert direct["string"] == direct["null"] == direct["non_finite"] == direct["too_large"] == 16
+    assert encode_batches([]) == (b"", 0)
+
+
+async def test_batches_written_whole_answer_as_points_in_sqlite(
+    victoria: VictoriaMetrics, tmp_path: Path
+) -> None:
+    t0 = recent_hour(3)
+    batches = uplink(t0, 2 * POINTS_PER_REQUEST + 600)
+    skipped: dict[str, Counter[str]] = {"sqlite": Counter(), "victoria": Counter()}
+    async with VictoriaMetricsStore(victoria.url) as store, SQLiteStore(tmp_path / "ts.db") as sqlite:
+        written = await write_series(store, batches, skipped["victoria"])
+        assert (
+            written == await write_series(sqlite, batches, skipped["sqlite"]) == 2 * POINTS_PER_REQUEST + 602
+        )
+        assert skipped["victoria"] == skipped["sqlite"]
+        assert store.stats()["requests"] == 3  # of about equal size
+        assert store.stats()["points_written"] == sqlite.stats()["points_written"]
+        victoria.flush()
+        devices = [f"dev-{i}" for i in range(5)]
+        for agg in ("count", "mean", "max"):
+            query = Query.aligned(devices, ["temperature", "count", "door"], t0, t0 + 4 * HOUR, HOUR, agg)
+            assert (await store.query(query)).series == (await sqlite.query(query)).series
 
 
 async def test_answers_from_exported_samples(victoria: VictoriaMetrics) -> None:
