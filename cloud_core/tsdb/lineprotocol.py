@@ -10,8 +10,9 @@ dropped, ``:`` turned into ``=``). Names and ids may hold ``:`` themselves; when
 are rewritten with ``bytes.replace`` first, which costs more per line.
 
 ``encode`` takes points; ``encode_batches`` takes decoded uplink batches and encodes their points as
-``points_from_batch`` would make them without making them (no ``Point`` per record: that saves about a fifth of
-the ingest's CPU into VictoriaMetrics, the objects' garbage collection included).
+``points_from_batch`` would make them, without making a ``Point`` per record (measured on 1 Hz records of four
+metrics: 0.35 µs per value instead of 0.48 for points and then their encoding, and fewer objects for the
+garbage collector).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ so ``mean``, ``min``, ``max``, ``count``, ``sum`` and ``last`` stay right on edg
 
 Only numbers are stored. ``points_from_batch`` turns booleans into 0/1 and skips (and counts) strings, nulls,
 non-finite numbers, names that do not match the metric name pattern and integers too large for a float.
+``rows_from_batch`` is the same pass yielding plain tuples, for writers that encode each point at once.
 """
 
 from __future__ import annotations
