@@ -1,7 +1,7 @@
 """Telemetry ingest into the time-series stores, against bare writers measured in the same run.
 
     python bench/cloud_ingest.py [--devices 1000] [--seconds 300] [--rounds 3] [--cpu 0]
-                                 [--skip-sqlite] [--skip-victoria] [--gc-freeze] [--gc-threshold N]
+                                 [--skip-sqlite] [--skip-victoria] [--gc service|python]
                                  [--out bench/results/cloud_ingest.json]
 
 A *point* is one metric value of one device at one time. The data: ``devices`` devices with 4 metrics at 1 Hz
@@ -30,9 +30,9 @@ compared (the machine may be shared) and every round is printed. Rates are given
 CPU second the process used (all its threads; for VictoriaMetrics also the server's CPU, read from /proc), the
 latter being what one whole core yields when other work shares the machine. Prints one JSON document.
 
-The process runs with Python's default garbage collector settings, as the cloud core does. ``--gc-freeze``
-(``gc.freeze()`` once the modules are imported, as a service would after starting) and ``--gc-threshold``
-(the generation 0 threshold) measure what a different policy would give; the JSON records the one used.
+The process applies the garbage-collector policy ``fieldline cloud serve`` applies once it has started
+(``cloud_core.gc_policy``: ``gc.freeze()`` and a generation-0 threshold of 10,000); ``--gc python`` measures
+with Python's defaults instead; the JSON records the one used.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from cloud_core import gc_policy
 from cloud_core.settings import IngestSettings
 from cloud_core.tsdb import SQLiteStore, VictoriaMetricsStore, points_from_batch
 from cloud_core.tsdb.lineprotocol import encode
@@ -381,8 +382,12 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=0, help="the core this process runs on (-1: do not pin)")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-victoria", action="store_true")
-    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before the rounds")
-    parser.add_argument("--gc-threshold", type=int, help="the garbage collector's generation 0 threshold")
+    parser.add_argument(
+        "--gc",
+        choices=["service", "python"],
+        default="service",
+        help="the cloud core's garbage-collector policy (default) or Python's defaults",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -404,11 +409,9 @@ def main() -> None:
         "seconds_of_data": args.seconds,
         "points_per_round": args.devices * len(METRICS) * args.seconds,
     }
-    if args.gc_threshold is not None:
-        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
-    if args.gc_freeze:
-        gc.freeze()
-    result["gc"] = {"threshold": gc.get_threshold(), "frozen": args.gc_freeze}
+    if args.gc == "service":
+        gc_policy.apply()
+    result["gc"] = {"policy": args.gc, "threshold": gc.get_threshold()}
     with tempfile.TemporaryDirectory(prefix="fieldline-bench-") as tmp:
         workdir = Path(tmp)
         batches = payloads(args.devices, args.seconds, start, seed=1)

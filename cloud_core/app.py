@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cloud_core import problems
+from cloud_core import gc_policy, problems
 from cloud_core.api.routes import ROUTERS
 from cloud_core.audit import AuditMiddleware
 from cloud_core.observe import ObserveMiddleware
@@ -20,13 +20,17 @@ from cloud_core.settings import CloudSettings
 log = logging.getLogger("fieldline.cloud")
 
 
-def create_app(settings: CloudSettings | None = None) -> FastAPI:
+def create_app(settings: CloudSettings | None = None, *, tune_gc: bool = False) -> FastAPI:
+    """The app; ``tune_gc`` applies the service's garbage-collector policy once it has started
+    (``cloud_core.gc_policy``: only for a process that serves one app for its whole life)."""
     settings = settings or CloudSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            if tune_gc:
+                gc_policy.apply()
             log.info("cloud core ready", extra={"database": services.database.url.split("://")[0]})
             yield
             log.info("cloud core stopping")

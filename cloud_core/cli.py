@@ -52,7 +52,7 @@ def serve(
     settings = _settings(config)
     setup_logging(settings.log_level.lower(), settings.log_format)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, tune_gc=True),
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
         log_config=None,
