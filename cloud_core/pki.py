@@ -7,6 +7,11 @@ stops the start-up: point ``pki.ca_dir`` at an intermediate made with ``fieldlin
 certificate is recorded (``IssuedCertificate``); the CRL is built from the database, and built again as soon as the
 revocations there change, so every replica of the cloud core publishes the same revocations.
 
+After ``fieldline certs rotate-intermediate`` (and a restart), the new intermediate signs while every retired one
+still valid keeps working: certificates it issued renew, and the published CRL is a bundle of one CRL per issuing
+intermediate (the broker's ``crlfile`` needs one for each CA in its ``cafile``); its DER form, which holds one CRL,
+is the current intermediate's.
+
 Renewal authenticates the gateway by its current certificate with a proof of possession (a signature over the
 new CSR made with the current key): uvicorn terminates TLS for the whole connection and cannot hand a client
 certificate to one request, so mutual TLS is not available at this layer.
@@ -19,7 +24,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,8 +44,8 @@ from certs import (
     RevokedCertificate,
     check_csr,
     create_authority,
-    load_authority,
 )
+from certs.rotation import issuing_authorities
 from cloud_core import enrollment
 from cloud_core.after_commit import queue_event
 from cloud_core.bus import EventBus
@@ -80,7 +85,8 @@ class _CachedCrl:
     state: tuple[int, datetime | None]
     """How many revoked certificates it lists and the latest revocation time."""
     built: datetime
-    crl: x509.CertificateRevocationList
+    crls: tuple[x509.CertificateRevocationList, ...]
+    """One per issuing intermediate, the current one's first."""
 
 
 def serial_hex(serial: int) -> str:
@@ -91,10 +97,18 @@ class PkiService:
     """Signs, renews, revokes and lists certificates; one per cloud core process (``services.parts["pki"]``)."""
 
     def __init__(
-        self, settings: PkiSettings, authority: CertificateAuthority, database: Database, bus: EventBus
+        self,
+        settings: PkiSettings,
+        authority: CertificateAuthority,
+        database: Database,
+        bus: EventBus,
+        *,
+        retired: Sequence[CertificateAuthority] = (),
     ) -> None:
         self.settings = settings
         self.authority = authority
+        self.authorities = (authority, *retired)
+        """The issuing CA, then the retired intermediates still valid (they sign CRLs for what they issued)."""
         self.database = database
         self.bus = bus
         self.chain_pem = authority.chain_pem().decode()
@@ -157,13 +171,11 @@ class PkiService:
             proof = base64.b64decode(signature, validate=True)
         except (binascii.Error, ValueError):
             raise RenewalRefused("the signature is not valid base64") from None
-        try:
-            current.verify_directly_issued_by(self.authority.certificate)
-        except (ValueError, TypeError, InvalidSignature):
+        if not any(_issued_by(current, authority) for authority in self.authorities):
             raise RenewalRefused(
                 f"the current certificate (issuer {current.issuer.rfc4514_string()!r}) was not issued by "
                 "this cloud's CA"
-            ) from None
+            )
         serial = serial_hex(current.serial_number)
         now = _now()
         async with self.database.session() as session:
@@ -304,10 +316,11 @@ class PkiService:
         async with self.database.session() as session:
             return list((await session.execute(query)).scalars())
 
-    async def crl(self) -> x509.CertificateRevocationList:
-        """The CRL of every revoked certificate that has not expired, signed by the issuing CA. It is rebuilt (in a
-        thread: signing 10,000 entries takes a good part of a second) when the revocations changed or a quarter of
-        ``crl_next_update`` has passed; otherwise one cheap count query answers."""
+    async def crl(self) -> tuple[x509.CertificateRevocationList, ...]:
+        """The CRLs of every revoked certificate that has not expired, one signed by each issuing intermediate (the
+        current one's first; serials are random, so each listing them all is harmless). They are rebuilt (in a
+        thread: signing 10,000 entries takes a good part of a second) when the revocations changed or a quarter
+        of ``crl_next_update`` has passed; otherwise one cheap count query answers."""
         now = _now()
         current = and_(IssuedCertificate.revoked_at.is_not(None), IssuedCertificate.not_after > now)
         next_update = timedelta(seconds=self.settings.crl_next_update)
@@ -320,7 +333,7 @@ class PkiService:
             state = (int(count), as_utc(latest) if latest is not None else None)
             cached = self._crl
             if cached is not None and cached.state == state and now - cached.built < next_update / 4:
-                return cached.crl
+                return cached.crls
             rows = (
                 await session.execute(
                     select(IssuedCertificate.serial, IssuedCertificate.revoked_at, IssuedCertificate.reason)
@@ -332,27 +345,38 @@ class PkiService:
             RevokedCertificate(int(serial, 16), as_utc(when), x509.ReasonFlags(reason or "unspecified"))
             for serial, when, reason in rows
         ]
-        crl = await asyncio.to_thread(self.authority.build_crl, entries, next_update=next_update, now=now)
-        self._crl = _CachedCrl(state, now, crl)
-        return crl
+        crls = await asyncio.to_thread(
+            lambda: tuple(a.build_crl(entries, next_update=next_update, now=now) for a in self.authorities)
+        )
+        self._crl = _CachedCrl(state, now, crls)
+        return crls
 
 
 @asynccontextmanager
 async def open_pki(settings: CloudSettings, database: Database, bus: EventBus) -> AsyncIterator[PkiService]:
     """Load the issuing CA (creating one in development when the directory has none) and serve with it."""
-    authority = await asyncio.to_thread(_authority, settings)
-    yield PkiService(settings.pki, authority, database, bus)
+    authority, *retired = await asyncio.to_thread(_authorities, settings)
+    yield PkiService(settings.pki, authority, database, bus, retired=retired)
 
 
-def _authority(settings: CloudSettings) -> CertificateAuthority:
+def _authorities(settings: CloudSettings) -> list[CertificateAuthority]:
+    """The issuing CA, then the retired intermediates still valid."""
     directory = settings.pki_dir
     if not (directory / "intermediate.pem").exists() and settings.environment == "development":
         log.warning("no CA in %s: creating one (development only; root key unencrypted)", directory)
-        return create_authority(directory)
+        return [create_authority(directory)]
     try:
-        return load_authority(directory)
+        return issuing_authorities(directory, _now())
     except CaError as exc:
         raise CaError(f"{exc} (pki.ca_dir)") from exc
+
+
+def _issued_by(certificate: x509.Certificate, authority: CertificateAuthority) -> bool:
+    try:
+        certificate.verify_directly_issued_by(authority.certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 async def _has_history(session: AsyncSession, kind: str, owner_id: str) -> bool:

@@ -19,6 +19,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 
 from certs import PrivateKey, create_authority, generate_key, make_csr
+from certs.crl import parse_crls
+from certs.rotation import rotate_intermediate
 from cloud_core.models import EnrollmentToken
 from cloud_core.pki import GATEWAY_REVOKED, PkiService
 from cloud_core.settings import CloudSettings, DatabaseSettings
@@ -375,3 +377,41 @@ async def test_ca_chain_is_public(anonymous: httpx.AsyncClient) -> None:
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "application/pem-certificate-chain"
     assert len(x509.load_pem_x509_certificates(answer.content)) == 2
+
+
+async def test_after_an_intermediate_rotation_both_generations_renew_and_are_revoked(tmp_path: Path) -> None:
+    """``fieldline certs rotate-intermediate`` and a restart: the new intermediate signs, certificates of the
+    retired one still renew, and the CRL is one per intermediate, each listing the revocations."""
+    settings = CloudSettings(data_dir=tmp_path / "cloud")
+    async with running_cloud(tmp_path, settings) as cloud:
+        async with cloud.client("operator") as operator:
+            assert (await operator.post("/api/v1/gateways", json={"id": "gw-1"})).status_code == 201
+        async with cloud.client(None) as anonymous:
+            old_key, old_cert = await enrolled(cloud, anonymous)
+    first = x509.load_pem_x509_certificate(old_cert.encode()).issuer
+    rotate_intermediate(settings.pki_dir)
+
+    async with running_cloud(tmp_path, settings) as cloud, cloud.client(None) as anonymous:
+        intermediate, retired, _root = x509.load_pem_x509_certificates(
+            (await anonymous.get("/api/v1/pki/ca")).content
+        )
+        assert retired.subject == first != intermediate.subject
+        csr = csr_for(generate_key(), "gw-1")
+        renewed = await renew(anonymous, old_cert, csr, proof(old_key, csr))
+        assert renewed.status_code == 201, renewed.text
+        new_cert = x509.load_pem_x509_certificate(renewed.json()["certificate"].encode())
+        assert new_cert.issuer == intermediate.subject
+
+        async with cloud.client("admin") as admin:
+            revoked = await admin.post("/api/v1/gateways/gw-1/revoke", json={"reason": "keyCompromise"})
+            assert revoked.status_code == 200, revoked.text
+        serials = {x509.load_pem_x509_certificate(old_cert.encode()).serial_number, new_cert.serial_number}
+        crls = parse_crls((await anonymous.get("/api/v1/pki/crl")).content, source="GET /api/v1/pki/crl")
+        assert [crl.issuer for crl in crls] == [intermediate.subject, retired.subject]
+        for crl, signer in zip(crls, (intermediate, retired), strict=True):
+            assert crl.is_signature_valid(signer.public_key())  # type: ignore[arg-type]
+            assert {entry.serial_number for entry in crl} == serials
+        der = x509.load_der_x509_crl(
+            (await anonymous.get("/api/v1/pki/crl", headers={"Accept": "application/pkix-crl"})).content
+        )
+        assert der.issuer == intermediate.subject

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Body, Header, Query, Response
 
+from certs.crl import crl_bundle
 from cloud_core.api.deps import AdminDep, OperatorDep, ServicesDep
 from cloud_core.pki import Issued, PkiService
 from cloud_core.problems import Problem
@@ -206,11 +207,13 @@ async def list_certificates(
     ),
 )
 async def crl(services: ServicesDep, accept: Annotated[str | None, Header()] = None) -> Response:
-    """The certificate revocation list, signed by the issuing CA, current with the database's revocations (public)."""
-    current = await _pki(services).crl()
+    """The certificate revocation list, current with the database's revocations (public): in PEM, one CRL per
+    issuing intermediate (one, unless an intermediate was rotated), the broker's ``crlfile`` as is; in DER, the
+    current intermediate's."""
+    crls = await _pki(services).crl()
     if accept is not None and DER_CRL in accept:
-        return Response(current.public_bytes(serialization.Encoding.DER), media_type=DER_CRL)
-    return Response(current.public_bytes(serialization.Encoding.PEM), media_type=PEM_FILE)
+        return Response(crls[0].public_bytes(serialization.Encoding.DER), media_type=DER_CRL)
+    return Response(crl_bundle(crls), media_type=PEM_FILE)
 
 
 @router.get("/pki/ca", response_class=Response, responses=_binary("the CA chain (PEM)", PEM_CHAIN))
