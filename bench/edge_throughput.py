@@ -189,6 +189,8 @@ def agent_run(qos: int, messages: int, devices: int, workdir: Path, rules: Path 
                     "fieldline_edge_automation_dropped",
                     "fieldline_edge_rules_evaluations",
                     "fieldline_edge_rules_firings",
+                    "fieldline_edge_commit_seconds_sum",
+                    "fieldline_edge_commit_seconds_count",
                 )
             )
         }
