@@ -105,7 +105,7 @@ async def count(port: int, topic_filter: str, silence: float) -> dict[str, objec
 
 
 def raw(port: int, seconds: float) -> dict[str, object]:
-    from device_sim.mqtt_client import mqtt_string, packet, publish_packet
+    from fieldline.mqtt_packets import mqtt_string, packet, publish_packet
 
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(packet(0x10, mqtt_string("MQTT") + b"\x04\x02\x00\x3c" + mqtt_string("bench-raw")))

@@ -33,10 +33,11 @@ from typing import Any
 
 from device_sim.errors import TransportError
 from device_sim.fleet import Fleet
-from device_sim.mqtt_client import InboundMessage, MqttClient, publish_packet, varint
+from device_sim.mqtt_client import InboundMessage, MqttClient
 from device_sim.mqtt_transport import Broker, DeviceLinks
 from device_sim.population import build_devices
 from device_sim.progress import Progress
+from fieldline.mqtt_packets import publish_packet, varint
 
 WRITE_BUFFER = 4 << 20
 """Bytes a load connection may hold unsent before it waits for the broker (asyncio's default is 64 KiB)."""

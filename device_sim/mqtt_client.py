@@ -8,8 +8,8 @@ simulated device needs only CONNECT (last will, clean start, session expiry), PU
 tracking, SUBSCRIBE, PINGREQ and DISCONNECT, so that is all this module implements. Keepalive is not a task per
 connection: the owner calls :meth:`MqttClient.keepalive` for all its clients from one task.
 
-``edge_agent/mqtt_subscriber.py`` holds a similar receive path for the agent; the two are separate so that the
-simulator does not depend on the edge agent's package (the packet encoders are a few lines each).
+``edge_agent/mqtt_subscriber.py`` holds a similar receive path for the agent; both encode packets with
+``fieldline.mqtt_packets``, so the simulator does not depend on the edge agent's package.
 """
 
 from __future__ import annotations
@@ -22,46 +22,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from device_sim.errors import ConnectRefused, TransportError
-
-CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = (
-    1,
-    2,
-    3,
-    4,
-    8,
-    9,
-    12,
-    13,
-    14,
+from fieldline.mqtt_packets import (
+    CONNACK,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    PINGREQ_PACKET,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    mqtt_string,
+    packet,
+    publish_packet,
+    read_varint,
+    subscribe_packet,
+    varint,
 )
-PINGREQ_PACKET = b"\xc0\x00"
-DISCONNECT_PACKET = b"\xe0\x00"
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def mqtt_string(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(data)) + data
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + varint(len(body)) + body
-
-
-def publish_packet(
-    topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, mid: int = 0, v5: bool = True
-) -> bytes:
-    """One PUBLISH packet; ``mid`` is required (non-zero) at QoS 1."""
-    body = mqtt_string(topic) + (struct.pack("!H", mid) if qos else b"") + (b"\x00" if v5 else b"") + payload
-    return packet(0x30 | (qos << 1) | int(retain), body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +280,7 @@ class MqttClient:
         reply = await fut
         codes = reply[2:]
         if self.v5:
-            plen, k = _read_varint(codes, 0)
+            plen, k = read_varint(codes, 0)
             codes = codes[k + plen :]
         refused = [topic for (topic, _), code in zip(filters, codes, strict=False) if code >= 0x80]
         if refused:
@@ -314,12 +289,7 @@ class MqttClient:
 
     def subscribe_packet(self, filters: list[tuple[str, int]], mid: int | None = None) -> bytes:
         """A SUBSCRIBE packet, for pipelining after CONNECT (the SUBACK is then not awaited)."""
-        body = struct.pack("!H", mid if mid is not None else self._packet_id()) + (
-            b"\x00" if self.v5 else b""
-        )
-        for topic, qos in filters:
-            body += mqtt_string(topic) + bytes([min(qos, 1)])
-        return packet(0x82, body)
+        return subscribe_packet(filters, mid if mid is not None else self._packet_id(), v5=self.v5)
 
     def write(self, data: bytes) -> None:
         protocol = self._protocol
@@ -376,7 +346,7 @@ class MqttClient:
             self.write(b"\x40\x02" + body[j : j + 2])
             j += 2
         if self.v5:
-            plen, k = _read_varint(body, j)
+            plen, k = read_varint(body, j)
             j += k + plen
         if self.on_message is not None:
             self.on_message(InboundMessage(topic, body[j:], qos, bool(first & 1)))
@@ -421,7 +391,7 @@ class MqttClient:
     def _read_connack_properties(self, body: bytes) -> None:
         if len(body) < 3:
             return
-        plen, k = _read_varint(body, 2)
+        plen, k = read_varint(body, 2)
         i, end = 2 + k, 2 + k + plen
         while i < end:
             prop = body[i]
@@ -455,14 +425,3 @@ def _variable_size(prop: int, body: bytes, i: int) -> int:
     if prop == 0x26:
         size += 2 + ((body[i + size] << 8) | body[i + size + 1])
     return size
-
-
-def _read_varint(data: bytes, start: int) -> tuple[int, int]:
-    value, mult, i = 0, 1, start
-    while True:
-        byte = data[i]
-        i += 1
-        value += (byte & 0x7F) * mult
-        if byte < 0x80:
-            return value, i - start
-        mult *= 128
