@@ -50,6 +50,7 @@ from edge_agent.pipeline.base import ListSink, StepContext
 from edge_agent.pipeline.pipeline import Pipeline, PipelineConfig, PipelineRouter
 from edge_agent.quarantine import Quarantine
 from edge_agent.store import StoreThread, connect
+from fieldline.mqtt_packets import publish_packet
 from fieldline.payloads import decode_telemetry
 from fieldline.wire import Point, parse_device_topic
 
@@ -69,23 +70,11 @@ def device_messages(count: int, devices: int, start_ts: float) -> list[tuple[str
     return list(telemetry(count, devices, start_ts))
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def socket_reads(messages: list[tuple[str, bytes]], qos: int) -> list[bytes]:
     """MQTT 5 PUBLISH packets (empty properties) of ``messages``, concatenated and cut into socket reads."""
     stream = bytearray()
     for i, (topic, payload) in enumerate(messages):
-        name = topic.encode()
-        mid = (i % 65535 + 1).to_bytes(2, "big") if qos else b""
-        body = len(name).to_bytes(2, "big") + name + mid + b"\x00" + payload
-        stream += bytes([0x30 | (qos << 1)]) + _varint(len(body)) + body
+        stream += publish_packet(topic, payload, qos=qos, mid=i % 65535 + 1 if qos else 0)
     return [bytes(stream[i : i + READ_SIZE]) for i in range(0, len(stream), READ_SIZE)]
 
 

@@ -22,20 +22,20 @@ from collections.abc import Callable, Sequence
 
 from edge_agent.errors import LinkError, LinkRefused
 from edge_agent.mqtt_link import Endpoint
-
-CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = (
-    1,
-    2,
-    3,
-    4,
-    8,
-    9,
-    12,
-    13,
-    14,
+from fieldline.mqtt_packets import (
+    CONNACK,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    PINGREQ_PACKET,
+    PUBLISH,
+    SUBACK,
+    mqtt_string,
+    packet,
+    read_varint,
+    subscribe_packet,
+    varint,
 )
-PINGREQ_PACKET = b"\xc0\x00"
-DISCONNECT_PACKET = b"\xe0\x00"
+
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -51,24 +51,6 @@ class InboundMessage:
         self.mid = mid
         self.dup = dup
         self.retain = retain
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _string(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(data)) + data
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _varint(len(body)) + body
 
 
 def puback_packets(mids: list[int]) -> bytes:
@@ -234,16 +216,13 @@ class MqttSubscriber:
         """Subscribe; returns the granted QoS per filter, raises ``LinkError`` when one is refused."""
         assert self._loop is not None
         mid = self._packet_id()
-        body = struct.pack("!H", mid) + (b"\x00" if self.v5 else b"")
-        for topic, qos in filters:
-            body += _string(topic) + bytes([min(qos, 1)])
         fut: asyncio.Future[bytes] = self._loop.create_future()
         self._subacks[mid] = fut
-        self._write(_packet(0x82, body))
+        self._write(subscribe_packet(filters, mid, v5=self.v5))
         reply = await fut
         codes = reply[2:]
         if self.v5:  # skip the SUBACK properties
-            plen, k = self._read_varint(codes, 0)
+            plen, k = read_varint(codes, 0)
             codes = codes[k + plen :]
         for (topic, _), code in zip(filters, codes, strict=False):
             if code >= 0x80:
@@ -310,18 +289,18 @@ class MqttSubscriber:
             flags |= 0x80
             if ep.password is not None:
                 flags |= 0x40
-        header = _string("MQTT") + bytes([5 if self.v5 else 4, flags]) + struct.pack("!H", self.keepalive)
+        header = mqtt_string("MQTT") + bytes([5 if self.v5 else 4, flags]) + struct.pack("!H", self.keepalive)
         if self.v5:
             props = b"\x21" + struct.pack("!H", self.receive_maximum)
             if self.session_expiry:
                 props += b"\x11" + struct.pack("!I", self.session_expiry)
-            header += _varint(len(props)) + props
-        payload = _string(self.client_id)
+            header += varint(len(props)) + props
+        payload = mqtt_string(self.client_id)
         if ep.username is not None:
-            payload += _string(ep.username)
+            payload += mqtt_string(ep.username)
             if ep.password is not None:
-                payload += _string(ep.password)
-        return _packet(0x10, header + payload)
+                payload += mqtt_string(ep.password)
+        return packet(0x10, header + payload)
 
     def _flush_acks(self) -> None:
         self._flush_scheduled = False
@@ -336,17 +315,6 @@ class MqttSubscriber:
     def _packet_id(self) -> int:
         self._next_id = self._next_id % 65535 + 1
         return self._next_id
-
-    @staticmethod
-    def _read_varint(data: bytes, start: int) -> tuple[int, int]:
-        value, mult, i = 0, 1, start
-        while True:
-            byte = data[i]
-            i += 1
-            value += (byte & 0x7F) * mult
-            if byte < 0x80:
-                return value, i - start
-            mult *= 128
 
     async def _keepalive(self) -> None:
         """PINGREQ every half keepalive; no traffic at all for 1.5 keepalives means the link is dead."""
