@@ -46,7 +46,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -57,6 +56,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from _services import free_port
 
 from cloud_core import gc_policy
 from cloud_core.settings import IngestSettings
@@ -189,12 +190,6 @@ def sqlite_bare(workdir: Path, batches: list[bytes], per_transaction: int) -> di
 
 
 # --------------------------------------------------------------------------------------------------- VictoriaMetrics
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_victoria(workdir: Path, cpus: set[int]) -> tuple[subprocess.Popen[bytes], str]:

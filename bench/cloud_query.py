@@ -26,7 +26,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from _services import free_port
 
 from cloud_core.tsdb import Point, Query, SQLiteStore, VictoriaMetricsStore
 from cloud_core.tsdb.sqlite import SLICE_MS
@@ -90,12 +91,6 @@ def bare_sql(path: Path, sid: int, start: int) -> Callable[[], Awaitable[Any]]:
         return conn.execute(sql, args).fetchall()
 
     return run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_victoria(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:

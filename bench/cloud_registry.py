@@ -43,20 +43,13 @@ from typing import Any
 
 import httpx
 import psutil
+from _services import free_port
 
 from cloud_core import bulk_import
 from cloud_core.auth import Role, create_key
 from cloud_core.bus import EventBus
 from cloud_core.db import Database
 from cloud_core.models import Gateway
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def populate(url: str, devices: int) -> dict[str, Any]:

@@ -25,19 +25,19 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from _services import free_port
+from _services import mosquitto as broker
 
 HERE = Path(__file__).resolve().parent
 CLIENTS = [sys.executable, str(HERE / "_clients.py")]
@@ -56,34 +56,12 @@ PIPELINE = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def mosquitto(workdir: Path):
-    port = free_port()
-    conf = workdir / f"mosquitto-{port}.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
-        "max_queued_bytes 0\nqueue_qos0_messages true\nmax_inflight_messages 0\nlog_type error\n"
+def mosquitto(workdir: Path) -> AbstractContextManager[int]:
+    return broker(
+        workdir,
+        "persistence false\nmax_queued_messages 0\nmax_queued_bytes 0\nqueue_qos0_messages true\n"
+        "max_inflight_messages 0\n",
     )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def run_json(args: list[str], timeout: float = 900) -> dict[str, Any]:

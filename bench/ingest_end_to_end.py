@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from _services import mosquitto
 
 from cloud_core.broker import connect_properties
 from cloud_core.ingest import Ingest
@@ -46,34 +46,6 @@ from cloud_core.tsdb import Aggregation, Query, open_timeseries, points_from_bat
 from fieldline.wire import RawRecord, RecordKind, decode_batch, encode_batch, encode_body_items, encode_record
 
 BARE_FILTER = "fl/+/up/telemetry"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n"
-        f"log_type error\nlog_dest file {workdir}/mosquitto.log\n"
-        + ("user root\n" if os.geteuid() == 0 else "")
-    )
-    process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return process, port
-        time.sleep(0.02)
-    process.kill()
-    raise RuntimeError("mosquitto did not start")
 
 
 def backlog(batches: int, records: int, gateways: int) -> list[tuple[str, bytes]]:
@@ -162,7 +134,8 @@ def decode_only(messages: list[tuple[str, bytes]]) -> tuple[float, int, int]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="fl-ingest-bench-"))
-    broker, port = start_broker(workdir)
+    broker = contextlib.ExitStack()
+    port = broker.enter_context(mosquitto(workdir, "max_queued_messages 0\nmax_inflight_messages 0\n"))
     try:
         data: dict[str, Any] = {"data_dir": workdir / "cloud", "broker": {"host": "127.0.0.1", "port": port}}
         if args.database_url:
@@ -252,8 +225,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             },
         }
     finally:
-        broker.terminate()
-        broker.wait(5)
+        broker.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

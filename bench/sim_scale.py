@@ -28,16 +28,16 @@ import json
 import os
 import platform
 import resource
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
+
+from _services import mosquitto as broker
 
 HERE = Path(__file__).resolve().parent
 CLIENTS = [sys.executable, str(HERE / "_sim_clients.py")]
@@ -59,41 +59,18 @@ devices:
 LOAD_FLEET = HERE.parent / "examples" / "fleets" / "load-5000.yaml"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def raise_nofile() -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
 
-@contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
-    port = free_port()
-    conf = workdir / f"mosquitto-{port}.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\n"
-        "max_queued_messages 100000\nmax_inflight_messages 0\nsys_interval 1\nlog_type error\n"
-        + ("user root\n" if os.geteuid() == 0 else "")
+def mosquitto(workdir: Path) -> AbstractContextManager[int]:
+    return broker(
+        workdir,
+        "persistence false\nmax_connections -1\nmax_queued_messages 100000\nmax_inflight_messages 0\n"
+        "sys_interval 1\n",
     )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def last_json(text: str) -> dict[str, Any]:
