@@ -91,6 +91,7 @@ class Agent:
             self.metrics,
             interval=cfg.storage.commit_interval,
             ack_threshold=max(1, cfg.southbound.mqtt.receive_maximum // 2),
+            max_pending_messages=cfg.storage.max_pending_messages,
             hold_horizon=0.0,
             clock=self.clock,
         )

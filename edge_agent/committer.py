@@ -7,6 +7,11 @@ it covers acknowledged and the CoAP requests answered: that is the agent's deliv
 
 A commit starts ``commit_interval`` after the first pending write, or at once when enough acknowledgements are
 waiting (the broker stops sending when its in-flight window to us is full) or someone waits for durability.
+
+Memory is bounded by ``max_pending_messages``: a reader that brings the pending messages to that many is held
+(``hold``: it stops reading its socket) until the next commit takes them, so at most twice that many messages
+are in memory, half being written and half arriving. QoS 1 needs no hold (the broker's receive window is
+smaller); at QoS 0 the broker keeps what the agent is not reading, under its own limits.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class Committer:
         *,
         interval: float,
         ack_threshold: int,
+        max_pending_messages: int = 10_000,
         hold_horizon: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -94,6 +100,8 @@ class Committer:
         self.metrics = metrics
         self.interval = interval
         self.ack_threshold = ack_threshold
+        self.max_pending_messages = max_pending_messages
+        self._held: list[Callable[[], None]] = []
         self.hold_horizon = hold_horizon
         self.clock = clock
         self.in_flight: set[int] = set()
@@ -149,6 +157,19 @@ class Committer:
         self._kick.set()
         if pending.acked >= self.ack_threshold:
             self._urgent.set()
+
+    @property
+    def full(self) -> bool:
+        """Whether the pending messages reached ``max_pending_messages`` (the reader should ``hold``)."""
+        return self._pending.messages >= self.max_pending_messages
+
+    def hold(self, resume: Callable[[], None]) -> None:
+        """A reader stopped reading because the commit is ``full``: ``resume`` it once a commit takes the pending
+        writes (a commit starts at once)."""
+        self._held.append(resume)
+        self.metrics.reads_held += 1
+        self._kick.set()
+        self._urgent.set()
 
     async def durable(self) -> None:
         """Wait until everything queued so far is committed (a CoAP request waits here before answering)."""
@@ -206,6 +227,9 @@ class Committer:
 
     async def commit(self, *, force_seal: bool = False) -> CommitResult:
         pending, self._pending = self._pending, _Pending()
+        held, self._held = self._held, []
+        for resume in held:
+            resume()
         now = self.clock()
         started = time.perf_counter()
         try:

@@ -164,6 +164,12 @@ class StorageConfig(_Model):
     batch_max_bytes: Size = 64 * 1024
     batch_max_age: Duration = 1.0
     commit_interval: Duration = 0.05
+    max_pending_messages: int = Field(
+        10_000,
+        ge=100,
+        description="device messages waiting for the next commit at most; beyond, the MQTT southbound stops "
+        "reading until a commit takes them (bounds memory at QoS 0)",
+    )
     quarantine_max_rows: int = Field(10_000, ge=1)
     quarantine_max_payload: Size = 4096
 

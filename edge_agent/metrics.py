@@ -40,6 +40,7 @@ class AgentMetrics:
     southbound_reconnects: int = 0
     commits: int = 0
     commit_errors: int = 0
+    reads_held: int = 0  # times the southbound stopped reading until a commit took the pending messages
     commit_seconds_sum: float = 0.0
     commit_buckets: list[int] = field(default_factory=lambda: [0] * len(COMMIT_BUCKETS))
     gauges: dict[str, tuple[str, Callable[[], float]]] = field(default_factory=dict)
@@ -131,6 +132,11 @@ class _Exporter(Collector):
                 m.southbound_reconnects,
             ),
             ("fieldline_edge_commit_errors", "Failed store transactions.", m.commit_errors),
+            (
+                "fieldline_edge_reads_held",
+                "Times the southbound stopped reading until a commit took the pending messages.",
+                m.reads_held,
+            ),
         ):
             family = CounterMetricFamily(name, doc)
             family.add_metric([], value)

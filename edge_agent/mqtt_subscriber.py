@@ -172,6 +172,7 @@ class MqttSubscriber:
         self.session_present = False
         self.closed: asyncio.Future[LinkError | None] | None = None
         self._protocol: _Protocol | None = None
+        self._paused = False
         self._connack: asyncio.Future[bytes] | None = None
         self._subacks: dict[int, asyncio.Future[bytes]] = {}
         self._next_id = 0
@@ -311,6 +312,19 @@ class MqttSubscriber:
     def _write(self, data: bytes) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.write(data)
+
+    def pause_reading(self) -> bool:
+        """Stop reading the socket (the broker and the kernel keep what arrives); False when not connected."""
+        if self._protocol is None or self._protocol.transport is None or self._paused:
+            return False
+        self._protocol.transport.pause_reading()
+        self._paused = True
+        return True
+
+    def resume_reading(self) -> None:
+        if self._paused and self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.resume_reading()
+        self._paused = False
 
     def _packet_id(self) -> int:
         self._next_id = self._next_id % 65535 + 1

@@ -79,6 +79,9 @@ class MqttSouthbound:
 
         def on_messages(messages: list[InboundMessage]) -> None:
             self.ingest.on_mqtt_messages(messages, link)
+            committer = self.ingest.committer
+            if committer.full and link.pause_reading():
+                committer.hold(link.resume_reading)
 
         link = MqttSubscriber(
             self.config.endpoint(),

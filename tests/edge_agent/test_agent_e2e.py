@@ -137,3 +137,31 @@ async def test_cloud_outage_loses_and_duplicates_nothing(
     for device in {r.device_id for r in points}:
         ns = [r.metrics["n"] for r in points if r.device_id == device]
         assert ns == sorted(ns), f"order not kept for {device}"
+
+
+async def test_pending_messages_are_bounded_and_none_is_lost_at_qos_0(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """At QoS 0 nothing slows the broker down: past ``storage.max_pending_messages`` the agent stops reading
+    until a commit takes what is pending; every message still arrives."""
+    config = agent_config(
+        tmp_path,
+        mosquitto.url,
+        None,
+        southbound={"mqtt": {"url": mosquitto.url, "qos": 0}},
+        storage={
+            "path": str(tmp_path / "gw.db"),
+            "sync": "normal",
+            "commit_interval": "500ms",  # long: only the cap makes commits come sooner
+            "max_pending_messages": 100,
+        },
+    )
+    async with Agent(config) as agent:
+        await eventually(lambda: agent.southbound.connected.is_set(), message="agent never subscribed")
+        pub = Publisher(mosquitto.port)
+        now = time.time()
+        pub.wait_all([pub.telemetry(f"dev-{i % 20}", now + i * 0.001, {"n": i}) for i in range(3000)])
+        pub.close()
+        await eventually(lambda: agent.metrics.committed == 3000, message=lambda: agent.metrics.committed)
+        assert agent.metrics.reads_held >= 1
+        assert agent.committer.max_pending_messages == 100
