@@ -32,6 +32,7 @@ from fieldline.mqtt_packets import (
     SUBACK,
     mqtt_string,
     packet,
+    packet_bounds,
     publish_packet,
     read_varint,
     subscribe_packet,
@@ -81,22 +82,11 @@ class _Protocol(asyncio.Protocol):
         pos = 0
         client = self.client
         while pos < n:
-            first = buf[pos]
-            i, mult, length, complete = pos + 1, 1, 0, False
-            while i < n:
-                byte = buf[i]
-                i += 1
-                length += (byte & 0x7F) * mult
-                if byte < 0x80:
-                    complete = True
-                    break
-                mult *= 128
-            if not complete:
+            bounds = packet_bounds(buf, pos)
+            if bounds is None:
                 break
-            end = i + length
-            if end > n:
-                break
-            client.received(first, bytes(buf[i:end]))
+            start, end = bounds
+            client.received(buf[pos], bytes(buf[start:end]))
             pos = end
         if pos:
             del buf[:pos]

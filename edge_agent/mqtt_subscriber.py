@@ -91,7 +91,8 @@ class _Protocol(asyncio.Protocol):
         batch: list[InboundMessage] = []
         while pos < n:
             first = data[pos]
-            # remaining length: up to four bytes, seven bits each
+            # remaining length: up to four bytes, seven bits each (``fieldline.mqtt_packets.packet_bounds``,
+            # inlined here with the property length below: this loop runs once per device message)
             i, mult, length, complete = pos + 1, 1, 0, False
             while i < n:
                 byte = data[i]

@@ -47,6 +47,21 @@ def read_varint(data: bytes, start: int) -> tuple[int, int]:
         mult *= 128
 
 
+def packet_bounds(data: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """Where the body of the packet starting at ``data[pos]`` begins and ends; None when ``data`` does not hold
+    it whole yet (its fixed header or its body is cut)."""
+    n = len(data)
+    i, mult, length = pos + 1, 1, 0
+    while i < n:
+        byte = data[i]
+        i += 1
+        length += (byte & 0x7F) * mult
+        if byte < 0x80:
+            return (i, i + length) if i + length <= n else None
+        mult *= 128
+    return None
+
+
 def mqtt_string(value: str | bytes) -> bytes:
     """A UTF-8 string or binary data with its two-byte length first."""
     data = value.encode() if isinstance(value, str) else value

@@ -11,6 +11,7 @@ from fieldline.mqtt_packets import (
     SUBSCRIBE,
     mqtt_string,
     packet,
+    packet_bounds,
     publish_packet,
     read_varint,
     subscribe_packet,
@@ -49,3 +50,11 @@ def test_publish_and_subscribe_packets() -> None:
         b"\x82\x0c\x00\x05" + b"\x00\x03a/#\x01" + b"\x00\x01b\x01"
     )
     assert subscribe_packet([("a", 0)], 1) == b"\x82\x07\x00\x01\x00" + b"\x00\x01a\x00"
+
+
+def test_packet_bounds_finds_whole_packets_and_waits_for_cut_ones() -> None:
+    two = publish_packet("t", b"x" * 200, v5=False) + packet(0xD0, b"")  # a 2-byte remaining length, a PINGRESP
+    assert packet_bounds(two, 0) == (3, 206)
+    assert packet_bounds(two, 206) == (208, 208)
+    assert packet_bounds(two[:2], 0) is None, "the remaining length is cut"
+    assert packet_bounds(two[:100], 0) is None, "the body is cut"
