@@ -84,7 +84,6 @@ class Ingest:
         self.writer = UplinkWriter(settings, database, bus, store, clock=clock)
         self.stats = self.writer.stats
         self.client_id = client_id or f"{settings.broker.client_id}-ingest"
-        self.session_expiry = int(settings.broker.session_expiry)
         self.connected = False
         self.last_error: str | None = None
         self._queue: asyncio.Queue[UplinkMessage | None] = asyncio.Queue(settings.ingest.queue_size)
@@ -165,7 +164,8 @@ class Ingest:
             self.client_id,
             clean_start=False,
             properties=connect_properties(
-                session_expiry=self.session_expiry, receive_maximum=self.settings.ingest.queue_size
+                session_expiry=int(self.settings.broker.session_expiry),
+                receive_maximum=self.settings.ingest.queue_size,
             ),
         )
         return client, manual_acks(client)

@@ -106,13 +106,17 @@ class PkiService:
         retired: Sequence[CertificateAuthority] = (),
     ) -> None:
         self.settings = settings
-        self.authority = authority
         self.authorities = (authority, *retired)
         """The issuing CA, then the retired intermediates still valid (they sign CRLs for what they issued)."""
         self.database = database
         self.bus = bus
         self.chain_pem = authority.chain_pem().decode()
         self._crl: _CachedCrl | None = None
+
+    @property
+    def authority(self) -> CertificateAuthority:
+        """The issuing CA: the one that signs."""
+        return self.authorities[0]
 
     @property
     def validity(self) -> timedelta:
