@@ -9,17 +9,18 @@ for ``seconds``, sealed into raw uplink batches of 600 records (about 55 KiB of 
 ``fieldline.wire.encode_batch``, as gateways send them. The benchmark process runs on one core (``--cpu``).
 
 SQLite
-- store: uplink batches ingested the way ``cloud_core.ingest`` does it (a reader task runs ``decode_batch`` into
-  a bounded queue, one message per turn of the event loop as a network reader gets them; a writer task takes up
-  to ``ingest.batch_points`` records and awaits ``write_series`` as ``UplinkWriter`` does: ``points_from_batch``
-  and ``SQLiteStore.write``), timed until the last commit: series lookup, points, 1 min and 1 h rollups;
+- store: uplink batches ingested the way ``cloud_core.ingest`` does it (a reader task runs ``decode_batch`` and
+  ``encode_series`` into a bounded queue, one message per turn of the event loop as a network reader gets them;
+  a writer task takes up to ``ingest.batch_points`` records and awaits ``write_series`` as ``UplinkWriter``
+  does: ``points_from_batch`` and ``SQLiteStore.write``), timed until the last commit: series lookup, points,
+  1 min and 1 h rollups;
 - bare: ``executemany`` of prebuilt ``(slice, series_id, ms, value)`` rows into the same ``points`` table, with as
   many rows per transaction as the store's group commit took (no decoding, no rollups).
 
 VictoriaMetrics (a server started for the run, on the other cores)
-- store: the same ingest loop into ``VictoriaMetricsStore.write_batches`` (line protocol encoded straight from
-  the decoded records, sent with influxdb-client in requests of about ``victoria.POINTS_PER_REQUEST`` records,
-  2 write threads);
+- store: the same ingest loop into ``VictoriaMetricsStore`` (the reader encodes each batch's line protocol
+  straight from the decoded records, ``encode_series``; a flush joins the bodies into requests of about
+  ``victoria.POINTS_PER_REQUEST`` lines sent with influxdb-client on 2 write threads, ``write_series``);
 - bare: the same line protocol, prebuilt, in requests of ``BARE_POINTS_PER_REQUEST`` points (fixed, so that
   tuning the store's request size does not move its baseline), POSTed to ``/api/v2/write`` with ``http.client``
   on 2 connections;
@@ -62,9 +63,9 @@ from _services import free_port
 from cloud_core import gc_policy
 from cloud_core.settings import IngestSettings
 from cloud_core.tsdb import SQLiteStore, VictoriaMetricsStore, points_from_batch
-from cloud_core.tsdb.lineprotocol import encode
+from cloud_core.tsdb.lineprotocol import EncodedBatch, encode
 from cloud_core.tsdb.sqlite import SCHEMA, SLICE_MS
-from cloud_core.uplink_writer import write_series
+from cloud_core.uplink_writer import encode_series, write_series
 from fieldline.wire import Batch, RawRecord, RecordKind, decode_batch, encode_batch, encode_body
 
 METRICS = ("temperature", "humidity", "pressure", "battery")
@@ -101,16 +102,18 @@ def payloads(devices: int, seconds: int, start: float, seed: int) -> list[bytes]
 
 
 async def drive(store: Any, batches: list[bytes]) -> tuple[int, float, float]:
-    """Ingest ``batches`` as ``cloud_core.ingest`` does: one task decodes them into a bounded queue, one task
-    takes up to ``BATCH_RECORDS`` records of decoded batches at a time and awaits ``write_series`` of them (as
-    ``UplinkWriter`` does: the store's ``write_batches`` if it has one, else ``points_from_batch`` and its
-    ``write``). Returns (points the store counted, wall seconds, CPU seconds of this process, all threads)."""
-    queue: asyncio.Queue[Batch | None] = asyncio.Queue(QUEUE_SIZE)
+    """Ingest ``batches`` as ``cloud_core.ingest`` does: one task decodes them (and encodes their points for a
+    store that encodes, ``encode_series``) into a bounded queue, one task takes up to ``BATCH_RECORDS`` records
+    of decoded batches at a time and awaits ``write_series`` of them (as ``UplinkWriter`` does: the encoded
+    batches for a store that encodes, else the batches). Returns (points the store counted, wall seconds, CPU
+    seconds of this process, all threads)."""
+    queue: asyncio.Queue[tuple[Batch, EncodedBatch | None] | None] = asyncio.Queue(QUEUE_SIZE)
     written = store.stats()["points_written"]
 
     async def read() -> None:
         for payload in batches:
-            await queue.put(decode_batch(payload))
+            batch = decode_batch(payload)
+            await queue.put((batch, encode_series(store, batch)))
             await asyncio.sleep(0)  # a network reader gets one message per turn of the event loop
         await queue.put(None)
 
@@ -120,15 +123,15 @@ async def drive(store: Any, batches: list[bytes]) -> tuple[int, float, float]:
             first = await queue.get()
             if first is None:
                 return
-            flush, records = [first], len(first.records)
+            flush, records = [first], len(first[0].records)
             while records < BATCH_RECORDS and not queue.empty():
                 more = queue.get_nowait()
                 if more is None:
                     done = True
                     break
                 flush.append(more)
-                records += len(more.records)
-            await write_series(store, flush)
+                records += len(more[0].records)
+            await write_series(store, [batch if encoded is None else encoded for batch, encoded in flush])
 
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(read(), write())

@@ -5,7 +5,8 @@ subscribes to ``$share/<group>/fl/+/up/telemetry`` and ``$share/<group>/fl/+/up/
 one group split the batches between them) and to ``fl/+/up/status`` (not shared: every replica keeps every
 gateway's retained status). One task receives, one task writes, with a bounded queue between them.
 
-The reader decodes each message (``UplinkMessage``: a batch, a status, or the reason it is malformed). The
+The reader decodes each message (``UplinkMessage``: a batch, a status, or the reason it is malformed) and,
+for a store that encodes batches itself, encodes its points (``uplink_writer.encode_series``). The
 writer takes what is queued, up to ``ingest.batch_points`` records, and writes it as one flush in one registry
 transaction (``cloud_core.uplink_writer``: dedupe, devices, points, events, statuses, quarantine, marks); only
 after the commit are the messages acknowledged to the broker (manual PUBACK).
@@ -47,7 +48,7 @@ from cloud_core.db import Database
 from cloud_core.gateway_status import StatusError, parse_status
 from cloud_core.metrics import CloudMetrics
 from cloud_core.settings import CloudSettings
-from cloud_core.uplink_writer import PointWriter, UplinkMessage, UplinkWriter, utcnow
+from cloud_core.uplink_writer import PointWriter, UplinkMessage, UplinkWriter, encode_series, utcnow
 from fieldline.errors import BatchDecodeError
 from fieldline.wire import decode_batch, valid_id
 
@@ -268,6 +269,8 @@ class Ingest:
         problem = batch_problem(item.batch)
         if problem is not None:
             item.problem = ("bad_record", problem)
+            return
+        item.encoded = encode_series(self.writer.store, item.batch)
 
     async def _store(self, items: list[UplinkMessage]) -> None:
         """Flush ``items`` until it succeeds (or quarantine the one that cannot be stored), then acknowledge."""

@@ -7,6 +7,12 @@ points to the time-series store, store events (``cloud_core.events``), record ga
 (``cloud_core.gateway_status``) and quarantined messages, and save the marks. When it returns, everything is
 committed and the events are on the bus; ``cloud_core.ingest`` then acknowledges the messages to the broker.
 It raises whatever the stores raise; the transaction is then rolled back and nothing of the flush remains.
+
+A store that encodes batches itself (``BatchEncoder``: VictoriaMetrics) gets them encoded ahead of the flush:
+ingest's reader calls ``encode_series`` as it decodes each message, so that encoding the next messages
+overlaps the store's work on this flush; a flush then sends the bodies of its fresh batches (a batch that lost
+records to quarantined devices is encoded again without them), and nothing is acknowledged before the store has
+accepted them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from cloud_core.gateway_status import StatusReport, record_status
 from cloud_core.models import Device, Gateway, QuarantinedBatch
 from cloud_core.registry import queue_device_event
 from cloud_core.settings import CloudSettings
+from cloud_core.tsdb.lineprotocol import EncodedBatch
 from cloud_core.tsdb.model import points_from_batch
 from cloud_core.upsert import insert_ignore
 from fieldline.wire import Batch, EventRecord, Record, RecordKind, StateRecord, encode_batch, encode_body
@@ -48,22 +55,38 @@ class PointWriter(Protocol):
 
 
 @runtime_checkable
-class BatchWriter(Protocol):
-    """A store that takes decoded uplink batches whole (``VictoriaMetricsStore``: no ``Point`` per record)."""
+class BatchEncoder(Protocol):
+    """A store that encodes decoded uplink batches itself (``VictoriaMetricsStore``: no ``Point`` per record)."""
 
-    async def write_batches(self, batches: Sequence[Batch], skipped: Counter[str] | None = None) -> int: ...
+    def encode_batch(self, batch: Batch) -> EncodedBatch: ...
+
+    async def write_encoded(self, batches: Sequence[EncodedBatch]) -> int: ...
+
+
+def encode_series(store: PointWriter, batch: Batch) -> EncodedBatch | None:
+    """``batch``'s points encoded for ``store`` ahead of the flush that writes them, when the store encodes
+    (``BatchEncoder``) and the batch holds time series (``raw``, ``agg``); else None."""
+    if isinstance(store, BatchEncoder) and batch.kind not in EVENT_KINDS:
+        return store.encode_batch(batch)
+    return None
 
 
 async def write_series(
-    store: PointWriter, batches: Sequence[Batch], skipped: Counter[str] | None = None
+    store: PointWriter, series: Sequence[Batch | EncodedBatch], skipped: Counter[str] | None = None
 ) -> int:
-    """Write the time series of ``batches`` (``raw`` and ``agg`` kinds) to ``store``; returns how many points
-    that was. Values that cannot be stored are counted in ``skipped`` (``points_from_batch``)."""
-    if not batches:
+    """Write the time series of ``series`` to ``store``: ``raw`` and ``agg`` batches, or their points encoded by
+    ``encode_series``; returns how many points that was. Values that cannot be stored are counted in
+    ``skipped`` (as ``points_from_batch`` counts them)."""
+    if not series:
         return 0
-    if isinstance(store, BatchWriter):
-        return await store.write_batches(batches, skipped)
-    points = [p for b in batches for p in points_from_batch(b, skipped)]
+    if isinstance(store, BatchEncoder):
+        encoded = [s if isinstance(s, EncodedBatch) else store.encode_batch(s) for s in series]
+        if skipped is not None:
+            for batch in encoded:
+                if batch.skipped:
+                    skipped.update(batch.skipped)
+        return await store.write_encoded(encoded)
+    points = [p for b in cast("Sequence[Batch]", series) for p in points_from_batch(b, skipped)]
     if points:
         await store.write(points)
     return len(points)
@@ -80,6 +103,8 @@ class UplinkMessage:
     gateway: str | None = None
     batch: Batch | None = None
     status: StatusReport | None = None
+    encoded: EncodedBatch | None = None
+    """The batch's points encoded for the store, ahead of the flush (``encode_series``)."""
     problem: tuple[str, str] | None = None
     """(reason, detail) when the message is quarantined."""
 
@@ -189,7 +214,7 @@ class UplinkWriter:
                     fresh.append(_Fresh(item, item.gateway, item.batch))
             flush.count("gaps_abandoned", sum(m.abandoned for m in marks.values()))
             quarantined = await self._devices(session, fresh, now, flush)
-            series: list[Batch] = []
+            series: list[Batch | EncodedBatch] = []
             for item in fresh:
                 batch = self._divert(session, item, quarantined, now, flush)
                 flush.count("batches")
@@ -197,6 +222,8 @@ class UplinkWriter:
                 if batch.kind in EVENT_KINDS:
                     records = cast(list[StateRecord | EventRecord], batch.records)
                     flush.events += await store_records(session, item.gateway, records, now)
+                elif batch is item.batch and item.item.encoded is not None:
+                    series.append(item.item.encoded)
                 else:
                     series.append(batch)
             flush.count("points", await write_series(self.store, series, flush.skipped))

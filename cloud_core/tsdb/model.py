@@ -185,7 +185,7 @@ def points_from_batch(batch: Batch, skipped: Counter[str] | None = None) -> list
 
 def rows_from_batch(batch: Batch, skipped: Counter[str] | None = None) -> Iterator[Row]:
     """The points of an uplink batch as ``points_from_batch`` makes them, as plain ``(device_id, ts, values)``
-    tuples made one at a time, for writers that encode them at once (``lineprotocol.encode_batches``)."""
+    tuples made one at a time, for writers that encode them at once (``lineprotocol.encode_batch``)."""
     if batch.kind is RecordKind.RAW:
         good = _good_names
         for record in cast("list[RawRecord]", batch.records):

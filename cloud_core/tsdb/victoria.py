@@ -2,12 +2,13 @@
 
 Writes: InfluxDB line protocol (``cloud_core.tsdb.lineprotocol``) sent with ``influxdb-client``'s synchronous
 write API to ``/api/v2/write`` from a small thread pool, in requests of about ``POINTS_PER_REQUEST`` points of
-equal size, one body of bytes each, so that encoding one request overlaps the server's work on another.
-``write_batches`` (what ingest uses) encodes decoded uplink batches straight from their records, without a
-``Point`` per record, in the event loop's thread; ``write`` (points) encodes on the write threads. influxdb-client costs about 0.5 ms more CPU per
-request than a bare ``http.client`` POST of the same bytes (measured), a few per cent of the ingest's CPU at this
-request size, so it stays the writer; most of that CPU goes to decoding uplink batches, building points,
-encoding and the garbage collector (``bench/cloud_ingest.py``). A series lands as
+equal size, one body of bytes each, sent concurrently. Ingest encodes each uplink batch as soon as it is decoded
+(``encode_batch``: line protocol straight from the records, without a ``Point`` per record, in the event loop's
+thread), so that a flush only joins ready bodies into requests (``write_encoded``) and the encoding of the next
+batches overlaps the server's work on this flush's requests; ``write`` (points) encodes on the write threads.
+influxdb-client costs about 0.5 ms more CPU per request than a bare ``http.client`` POST of the same bytes
+(measured), a few per cent of the ingest's CPU at this request size, so it stays the writer; most of that CPU goes
+to decoding uplink batches, encoding and the garbage collector (``bench/cloud_ingest.py``). A series lands as
 ``fieldline_<name>{device="<id>"}``. Retention is the server's (``-retentionPeriod``); so is durability
 (VictoriaMetrics makes samples searchable within about a second).
 
@@ -28,7 +29,6 @@ import asyncio
 import re
 import threading
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,7 +42,7 @@ from influxdb_client.rest import ApiException
 
 from cloud_core.tsdb.aggregate import Samples, answer_device, latest_of, plan, wanted_names
 from cloud_core.tsdb.errors import StoreUnavailable, TimeSeriesError, WriteRejected
-from cloud_core.tsdb.lineprotocol import MEASUREMENT, encode, encode_batches
+from cloud_core.tsdb.lineprotocol import MEASUREMENT, EncodedBatch, encode, encode_batch
 from cloud_core.tsdb.model import Aggregation, Answer, Latest, Point, Query
 from fieldline.wire import Batch
 
@@ -84,18 +84,18 @@ def _samples(parts: list[tuple[list[int], list[Any]]], start: int, end: int) -> 
     return Samples(ts[lo:hi], values[lo:hi])
 
 
-def _parts(batches: Sequence[Batch], most: int) -> list[Sequence[Batch]]:
-    """``batches`` in as few consecutive groups as hold about ``most`` records each, of about equal size (a
+def _parts(batches: Sequence[EncodedBatch], most: int) -> list[Sequence[EncodedBatch]]:
+    """``batches`` in as few consecutive groups as hold about ``most`` points each, of about equal size (a
     group may pass ``most`` by half a batch)."""
-    total = sum(len(b.records) for b in batches)
+    total = sum(b.points for b in batches)
     share = total / max(1, -(-total // most))
-    parts: list[Sequence[Batch]] = []
-    start, records = 0, 0
+    parts: list[Sequence[EncodedBatch]] = []
+    start, points = 0, 0
     for i, batch in enumerate(batches):
-        if i > start and records + len(batch.records) / 2 > (len(parts) + 1) * share:
+        if i > start and points + batch.points / 2 > (len(parts) + 1) * share:
             parts.append(batches[start:i])
             start = i
-        records += len(batch.records)
+        points += batch.points
     parts.append(batches[start:])
     return parts
 
@@ -170,23 +170,23 @@ class VictoriaMetricsStore:
             )
         )
 
-    async def write_batches(self, batches: Sequence[Batch], skipped: Counter[str] | None = None) -> int:
-        """Send the points of decoded uplink batches, encoded straight from their records
-        (``lineprotocol.encode_batches``, counting what cannot be stored in ``skipped``); returns how many points
-        that was, once the server has accepted them. Each request is encoded here, in the event loop's thread
-        (the name cache and ``skipped`` are not shared with the write threads), and sent by a write thread while
-        the next one is encoded."""
+    def encode_batch(self, batch: Batch) -> EncodedBatch:
+        """``batch``'s points as line protocol, for ``write_encoded`` (``lineprotocol.encode_batch``; in the
+        event loop's thread: the model's name cache is not shared with the write threads)."""
+        return encode_batch(batch)
+
+    async def write_encoded(self, batches: Sequence[EncodedBatch]) -> int:
+        """Send encoded batches, joined in requests of about ``POINTS_PER_REQUEST`` points sent concurrently;
+        returns how many points that was, once the server has accepted all of them."""
         pool = self._open_pool()
         loop = asyncio.get_running_loop()
-        sends = []
-        points = 0
-        for part in _parts(batches, POINTS_PER_REQUEST):
-            body, count = encode_batches(part, skipped)
-            if count:
-                points += count
-                sends.append(loop.run_in_executor(pool, self._send, body))
+        sends = [
+            loop.run_in_executor(pool, self._send, b"\n".join(b.body for b in part if b.points))
+            for part in _parts(batches, POINTS_PER_REQUEST)
+            if any(b.points for b in part)
+        ]
         await asyncio.gather(*sends)
-        return points
+        return sum(b.points for b in batches)
 
     def _open_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:

@@ -1,5 +1,6 @@
 """Ingest against a real Mosquitto with the real uplink format: batches in order, duplicated, reordered, with gaps,
-malformed; unknown devices; gateway status; two replicas sharing the load; redelivery after a crash; shutdown."""
+malformed; unknown devices; gateway status; two replicas sharing the load; redelivery after a crash; shutdown;
+into a real VictoriaMetrics (batches encoded as they are read) that is down, then back."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from cloud_core.tsdb import (
     Query,
     StoreUnavailable,
     TimeSeriesStore,
+    VictoriaMetricsStore,
     points_from_batch,
 )
 from fieldline.errors import BatchDecodeError
@@ -48,6 +50,7 @@ from fieldline.wire import (
 )
 from tests.cloud_core.cloudkit import postgres_database
 from tests.cloud_core.gatewaykit import FakeGateway, cloud_settings, readings, uplink_payload
+from tests.cloud_core.tsdbkit import victoria_server
 from tests.factories import eventually
 from tests.servicekit import Mosquitto
 
@@ -399,6 +402,48 @@ async def test_unacknowledged_batches_come_back_after_a_crash(
         assert restarted.stats.write_failures == 2
         assert restarted.stats.duplicates == 0
         assert await stored(store, "boiler-1") == 30
+
+
+async def test_batches_encoded_ahead_are_acknowledged_only_once_victoria_took_them(
+    tmp_path: Path, cloud_mosquitto: Mosquitto
+) -> None:
+    """Into VictoriaMetrics the reader encodes each batch as it decodes it; with the server down, flushes fail
+    and nothing is acknowledged (the batches come back on the next connection and are stored once), and a batch
+    that loses records to a quarantined device is sent without them."""
+    sections: dict[str, Any] = {"api": {"shutdown_grace": 0.5}, "ingest": {"unknown_devices": "quarantine"}}
+    with victoria_server(tmp_path / "vm") as victoria:
+        async with (
+            without_ingest(tmp_path, cloud_mosquitto.port, **sections) as (services, settings),
+            FakeGateway(cloud_mosquitto.port, "gw-1") as gateway,
+        ):
+            async with services.database.session() as session:
+                session.add(Gateway(id="gw-1"))
+                await session.flush()
+                session.add(Device(id="boiler-1", gateway_id="gw-1"))
+            victoria.stop()
+            async with VictoriaMetricsStore(victoria.url, timeout=2) as store:
+                down = Ingest(settings, services.database, services.bus, CloudMetrics(), store)
+                async with down:
+                    await eventually(lambda: down.connected)
+                    for seq in (1, 2, 3):
+                        records = telemetry(seq) + readings("stranger", 4, start=T0 + seq * 100)
+                        await gateway.send(RecordKind.RAW, records, seq=seq)
+                    await eventually(lambda: down.stats.write_failures >= 2)
+                assert down.stats.messages >= 1
+                assert down.stats.batches == 0
+                assert store.stats()["points_written"] == 0
+
+            victoria.start()
+            async with VictoriaMetricsStore(victoria.url) as store:
+                again = Ingest(settings, services.database, services.bus, CloudMetrics(), store)
+                async with again:
+                    await processed(again, 3)
+                assert (again.stats.batches, again.stats.duplicates) == (3, 0)
+                assert again.stats.quarantined_records == 12
+                assert again.stats.points == store.stats()["points_written"] == 30
+                victoria.flush()
+                assert await stored(store, "boiler-1") == 30
+                assert await stored(store, "stranger") == 0
 
 
 async def test_shutdown_writes_what_it_took_and_the_rest_waits_at_the_broker(

@@ -21,9 +21,9 @@ from cloud_core.tsdb import (
     VictoriaMetricsStore,
     points_from_batch,
 )
-from cloud_core.tsdb.lineprotocol import encode, encode_batches
+from cloud_core.tsdb.lineprotocol import EncodedBatch, encode, encode_batch
 from cloud_core.tsdb.victoria import POINTS_PER_REQUEST
-from cloud_core.uplink_writer import write_series
+from cloud_core.uplink_writer import encode_series, write_series
 from fieldline.wire import AggregateRecord, Batch, RawRecord, RecordKind
 from tests.cloud_core.tsdbkit import HOUR, raw_points, recent_hour, victoria_server
 from tests.servicekit import VictoriaMetrics
@@ -124,11 +124,13 @@ def test_batches_encode_as_their_points() -> None:
     batches = uplink(recent_hour(3), 1500)
     via_points: Counter[str] = Counter()
     points = [p for b in batches for p in points_from_batch(b, via_points)]
-    direct: Counter[str] = Counter()
-    assert encode_batches(batches, direct) == (encode(points), len(points))
+    encoded = [encode_batch(b) for b in batches]
+    assert b"\n".join(e.body for e in encoded) == encode(points)  # joined bodies are one request's body
+    assert [e.points for e in encoded] == [len(points_from_batch(b)) for b in batches]
+    direct = sum((e.skipped for e in encoded), Counter[str]())
     assert direct == via_points
     assert direct["string"] == direct["null"] == direct["non_finite"] == direct["too_large"] == 16
-    assert encode_batches([]) == (b"", 0)
+    assert encode_batch(Batch("gw", 9, RecordKind.RAW, [], False, 0.0)) == (b"", 0, Counter())
 
 
 async def test_batches_written_whole_answer_as_points_in_sqlite(
@@ -145,6 +147,13 @@ async def test_batches_written_whole_answer_as_points_in_sqlite(
         assert skipped["victoria"] == skipped["sqlite"]
         assert store.stats()["requests"] == 3  # of about equal size
         assert store.stats()["points_written"] == sqlite.stats()["points_written"]
+        # Encoded ahead (as ingest's reader does), mixed with batches encoded at the flush: the same points again.
+        again: Counter[str] = Counter()
+        series = [encode_series(store, b) if b.seq % 2 else b for b in batches]
+        assert all(isinstance(s, EncodedBatch) for s in series[1::2])
+        assert await write_series(store, series, again) == written
+        assert again == skipped["victoria"]
+        assert store.stats()["points_written"] == 2 * sqlite.stats()["points_written"]
         victoria.flush()
         devices = [f"dev-{i}" for i in range(5)]
         for agg in ("count", "mean", "max"):
