@@ -4,20 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test build lint format bench clean
 
-$(STAMP): pyproject.toml
+# The tests of the modules setup.py compiles, run a second time as plain Python (a gateway without a compiler).
+PURE_TESTS := tests/fieldline tests/edge_agent/test_compiled.py tests/edge_agent/test_cleaning.py \
+	tests/edge_agent/test_quality.py tests/edge_agent/test_window.py tests/edge_agent/test_downsample.py \
+	tests/edge_agent/test_deadband.py tests/edge_agent/test_swinging_door.py tests/edge_agent/test_ingest.py \
+	tests/edge_agent/test_mqtt_subscriber.py tests/edge_agent/test_config.py
+
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The edge agent's per-message modules compiled with Cython (setup.py); only changed sources are rebuilt.
+build: $(STAMP)
+	$(BIN)/python setup.py --quiet build_ext --inplace --parallel 2
+
+demo: build
 	$(BIN)/fieldline demo
 
-test: $(STAMP)
+test: build
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	FIELDLINE_PURE_PYTHON=1 $(BIN)/python -m pytest -q -ra $(PURE_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,8 +38,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP)
+bench: build
 	$(BIN)/python bench/edge_throughput.py
 
 clean:
-	rm -rf $(VENV) .fieldline .pytest_cache
+	rm -rf $(VENV) .fieldline .pytest_cache build
+	find fieldline edge_agent -name '*.so' -delete

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.cloud_commands import CloudCommands
 from edge_agent.coap_poller import CoapPoller
 from edge_agent.committer import Committer
+from edge_agent.compiled import compiled_modules
 from edge_agent.config import AgentConfig
 from edge_agent.device_commands import DeviceCommands
 from edge_agent.http_status import StatusServer
@@ -114,7 +115,14 @@ class Agent:
         except BaseException:
             await self.shutdown()
             raise
-        log.info("agent started", extra={"gateway": cfg.gateway.id, "database": str(path)})
+        log.info(
+            "agent started",
+            extra={
+                "gateway": cfg.gateway.id,
+                "database": str(path),
+                "compiled_modules": len(compiled_modules()),
+            },
+        )
         return self
 
     async def _start(self, automation_files: AutomationFiles | None) -> None:
@@ -348,6 +356,12 @@ class Agent:
 
     def _register_gauges(self) -> None:
         m, s = self.metrics, self.outbox.stats
+        compiled = len(compiled_modules())
+        m.gauge(
+            "fieldline_edge_compiled_modules",
+            "Modules of the per-message path running compiled (0: all plain Python, about 30 % more CPU).",
+            lambda: compiled,
+        )
         m.gauge("fieldline_edge_outbox_records", "Records waiting in the outbox.", lambda: s.total_records)
         m.gauge("fieldline_edge_outbox_bytes", "Bytes waiting in the outbox.", lambda: s.total_bytes)
         m.gauge("fieldline_edge_outbox_batches", "Sealed batches waiting for the uplink.", lambda: s.batches)

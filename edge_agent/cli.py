@@ -60,9 +60,13 @@ def check(config: ConfigOption) -> None:
         summary = f", {len(files.workflows)} workflow(s), {rules} rule(s)"
         if files.disabled:
             summary += f", {len(files.disabled)} automation file(s) disabled"
+    from edge_agent.compiled import compiled_modules
+
+    compiled = len(compiled_modules())
+    build = f"{compiled} compiled modules" if compiled else "plain Python (no compiled modules)"
     console.print(
         f"[green]ok[/green] {config}: gateway {cfg.gateway.id}, {len(cfg.pipelines)} pipeline(s), "
-        f"uplink {cfg.uplink.url if cfg.uplink.enabled else 'disabled'}{summary}",
+        f"uplink {cfg.uplink.url if cfg.uplink.enabled else 'disabled'}{summary}; {build}",
         soft_wrap=True,
     )
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edge_agent.pipeline.base import StepContext
 from edge_agent.pipeline.series_state import DeviceTable, add_series
-from edge_agent.pipeline.step_config import GlobMap, MetricGlobList, MetricGlobs, MetricName, Number, is_glob
+from edge_agent.pipeline.step_config import (
+    GlobMap,
+    MetricGlobList,
+    MetricGlobs,
+    MetricName,
+    Number,
+    StepModel,
+    is_glob,
+)
 from fieldline.durations import Duration
 from fieldline.wire import MetricValue, Point
 
@@ -25,10 +33,8 @@ _DROP, _CLAMP, _NULL, _REPLACE = range(4)
 _ACTION_CODES = {"drop": _DROP, "clamp": _CLAMP, "null": _NULL, "replace": _REPLACE}
 
 
-class Limit(BaseModel):
+class Limit(StepModel):
     """Bounds of one metric (or glob); ``action`` and ``value`` override the step's."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min: Number | None = None
     max: Number | None = None
@@ -44,10 +50,8 @@ class Limit(BaseModel):
         return self
 
 
-class RangeConfig(BaseModel):
+class RangeConfig(StepModel):
     """Keep numeric metrics within limits; out-of-range values are dropped, clamped, nulled or replaced."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["range"]
     limits: dict[MetricName, Limit] = Field(min_length=1)
@@ -140,10 +144,8 @@ class RangeStep:
 FillValue = bool | int | float | str
 
 
-class NullsConfig(BaseModel):
+class NullsConfig(StepModel):
     """What to do with metrics whose value is null: drop them, fill a constant, or repeat the last value."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["nulls"]
     metrics: MetricGlobList = ["*"]
@@ -269,10 +271,8 @@ class NullsLastStep:
 # --------------------------------------------------------------------------------------------------- rename
 
 
-class RenameConfig(BaseModel):
+class RenameConfig(StepModel):
     """Rename metrics: ``map: {old_name: new_name}`` (exact names)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["rename"]
     map: dict[MetricName, MetricName] = Field(min_length=1)
@@ -319,10 +319,8 @@ class RenameStep:
 # --------------------------------------------------------------------------------------------------- drop
 
 
-class DropConfig(BaseModel):
+class DropConfig(StepModel):
     """Remove metrics by name: ``metrics`` lists what goes, or ``keep`` lists the only ones that stay."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["drop"]
     metrics: MetricGlobList | None = None

@@ -15,9 +15,10 @@ import heapq
 from itertools import islice
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edge_agent.pipeline.base import RecordSink, StepContext
+from edge_agent.pipeline.step_config import StepModel
 from fieldline.durations import Duration
 from fieldline.wire import MetricValue
 
@@ -25,10 +26,8 @@ MAX_SERIES = 100_000
 """Series tracked per rule; beyond that the longest-tracked eighth is forgotten (their next value is new)."""
 
 
-class DeadbandConfig(BaseModel):
+class DeadbandConfig(StepModel):
     """``type: deadband`` — report changes larger than ``threshold`` and/or ``percent``, with a heartbeat."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["deadband"] = "deadband"
     metrics: list[str] = Field(default_factory=lambda: ["*"], min_length=1)

@@ -18,10 +18,11 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edge_agent.pipeline.base import RecordSink, StepContext
 from edge_agent.pipeline.deadband import DeadbandConfig, DeadbandFilter
+from edge_agent.pipeline.step_config import StepModel
 from edge_agent.pipeline.swinging_door import SwingingDoorCompressor, SwingingDoorConfig
 from edge_agent.pipeline.window import WindowAggregator, WindowConfig
 from fieldline.wire import MetricValue, Point, RawRecord
@@ -37,10 +38,8 @@ Emitted = tuple[str, float, str, MetricValue]
 earlier point, a heartbeat); the dispatcher groups them into records per ``(device_id, ts)``."""
 
 
-class RawConfig(BaseModel):
+class RawConfig(StepModel):
     """``type: raw`` — the matched metrics go up unaggregated (e.g. to exempt them from a catch-all rule)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["raw"] = "raw"
     metrics: list[str] = Field(default_factory=lambda: ["*"], min_length=1)

@@ -30,11 +30,11 @@ from math import isfinite, nextafter, sqrt
 from operator import sub
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edge_agent.pipeline.base import StepContext
 from edge_agent.pipeline.series_state import DeviceTable, add_series
-from edge_agent.pipeline.step_config import MetricGlobList, MetricGlobs, Number
+from edge_agent.pipeline.step_config import MetricGlobList, MetricGlobs, Number, StepModel
 from fieldline.wire import Point
 
 MAX_WINDOW = 1024
@@ -44,10 +44,8 @@ INF = float("inf")
 _MARGIN = 2.0**-40
 
 
-class OutlierConfig(BaseModel):
+class OutlierConfig(StepModel):
     """Detect outliers per device and metric with a rolling Hampel filter or z-score."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["outlier"]
     metrics: MetricGlobList = ["*"]

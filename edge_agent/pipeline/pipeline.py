@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edge_agent.pipeline.base import DropCounter, RecordSink, StepContext
 from edge_agent.pipeline.downsample import DownsampleConfig, Downsampler
+from edge_agent.pipeline.step_config import StepModel
 from edge_agent.pipeline.steps import CleaningStepConfig
 from fieldline.wire import Point, RawRecord
 
@@ -23,10 +24,8 @@ MAX_ROUTE_CACHE = 100_000
 Tap = Callable[[Point], None]
 
 
-class Selector(BaseModel):
+class Selector(StepModel):
     """Which devices a pipeline handles: ids matching any glob, or types in the list (either selects)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     ids: list[str] = []
     types: list[str] = []
@@ -39,9 +38,7 @@ class Selector(BaseModel):
         return any(fnmatchcase(device_id, pattern) for pattern in self.ids)
 
 
-class PipelineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PipelineConfig(StepModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     match: Selector = Selector()
     steps: list[CleaningStepConfig] = []

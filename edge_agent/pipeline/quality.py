@@ -9,21 +9,19 @@ from __future__ import annotations
 from array import array
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edge_agent.pipeline.base import StepContext
 from edge_agent.pipeline.series_state import DeviceTable, add_series
-from edge_agent.pipeline.step_config import MetricGlobList, MetricGlobs, Number
+from edge_agent.pipeline.step_config import MetricGlobList, MetricGlobs, Number, StepModel
 from fieldline.durations import Duration
 from fieldline.wire import Point
 
 # --------------------------------------------------------------------------------------------------- dedupe
 
 
-class DedupeConfig(BaseModel):
+class DedupeConfig(StepModel):
     """Drop a point whose timestamp was already seen for its device among the last ``window`` timestamps."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["dedupe"]
     window: int = Field(64, ge=1, le=4096)
@@ -79,10 +77,8 @@ class DedupeStep:
 # --------------------------------------------------------------------------------------------------- stuck
 
 
-class StuckConfig(BaseModel):
+class StuckConfig(StepModel):
     """Flag (and optionally drop) a metric that repeats the same reading ``count`` times in a row."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["stuck"]
     metrics: MetricGlobList = ["*"]
@@ -181,10 +177,8 @@ class StuckStep:
 # ------------------------------------------------------------------------------------------------ rate_limit
 
 
-class RateLimitConfig(BaseModel):
+class RateLimitConfig(StepModel):
     """At most one point per device per ``interval`` of point time; with ``metrics``, one value per metric."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["rate_limit"]
     interval: Duration = Field(gt=0)

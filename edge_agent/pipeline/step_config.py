@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from fnmatch import translate
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 MAX_CACHED_NAMES = 4096
 _GLOB_CHARS = frozenset("*?[")
@@ -34,6 +34,17 @@ _MISSING = object()
 def is_glob(pattern: str) -> bool:
     """True when ``pattern`` contains a glob character (``*``, ``?`` or ``[``)."""
     return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+class StepModel(BaseModel):
+    """The base of the pipeline's configuration models: unknown keys are refused.
+
+    Where the pipeline runs compiled (``setup.py``), the models' methods are Cython functions, which pydantic
+    would take for fields without an annotation: their type, ``type(is_glob)`` (a function of this module,
+    compiled with it), is ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", ignored_types=(type(is_glob),))
 
 
 def _compile(globs: Iterable[str]) -> re.Pattern[str]:

@@ -26,9 +26,10 @@ import math
 from itertools import islice
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edge_agent.pipeline.base import RecordSink, StepContext
+from edge_agent.pipeline.step_config import StepModel
 from fieldline.durations import Duration
 from fieldline.wire import MetricValue
 
@@ -38,10 +39,8 @@ MAX_SERIES = 100_000
 _INF = math.inf
 
 
-class SwingingDoorConfig(BaseModel):
+class SwingingDoorConfig(StepModel):
     """``type: swinging_door`` — archive the points a linear reconstruction within ``max_error`` needs."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["swinging_door"] = "swinging_door"
     metrics: list[str] = Field(default_factory=lambda: ["*"], min_length=1)

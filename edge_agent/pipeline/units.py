@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edge_agent.pipeline.base import StepContext
-from edge_agent.pipeline.step_config import GlobMap, MetricName, Number
+from edge_agent.pipeline.step_config import GlobMap, MetricName, Number, StepModel
 from fieldline.wire import Point
 
 ConversionName = Literal[
@@ -55,10 +55,8 @@ CONVERSIONS: dict[str, tuple[float, float]] = {
 }
 
 
-class Conversion(BaseModel):
+class Conversion(StepModel):
     """One metric's conversion: ``convert`` (a name) or ``scale``/``offset``; ``digits`` rounds the result."""
-
-    model_config = ConfigDict(extra="forbid")
 
     convert: ConversionName | None = None
     scale: Number | None = None
@@ -83,10 +81,8 @@ class Conversion(BaseModel):
         return (1.0 if self.scale is None else self.scale, 0.0 if self.offset is None else self.offset)
 
 
-class UnitConfig(BaseModel):
+class UnitConfig(StepModel):
     """Convert units per metric (keys: names or globs; an exact name wins, then the first glob in order)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["unit"]
     conversions: dict[MetricName, Conversion] = Field(min_length=1)

@@ -25,9 +25,10 @@ from array import array
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_agent.pipeline.base import RecordSink, StepContext
+from edge_agent.pipeline.step_config import StepModel
 from fieldline.durations import Duration
 from fieldline.wire import AggregateRecord, MetricValue
 
@@ -50,13 +51,11 @@ _MASK64 = (1 << 64) - 1
 _floor = math.floor
 
 
-class WindowConfig(BaseModel):
+class WindowConfig(StepModel):
     """``type: window`` — tumbling windows of ``width``, closed ``lateness`` after their end.
 
     ``lateness`` defaults to 5 s, or to ``width`` when that is shorter.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["window"] = "window"
     metrics: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
