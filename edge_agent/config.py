@@ -98,7 +98,7 @@ class MqttSouthboundConfig(BrokerConfig):
 
     enabled: bool = True
     qos: Literal[0, 1] = 1
-    receive_maximum: int = Field(4096, ge=1, le=65535)
+    receive_maximum: int = Field(16384, ge=1, le=65535)
     session_expiry: Duration = 86400.0
     max_payload: Size = 65536
 
