@@ -31,9 +31,10 @@ def _refuse_stale_extensions() -> None:
     for package in ("fieldline", "edge_agent"):
         for suffix in EXTENSION_SUFFIXES:
             for extension in (ROOT / package).rglob(f"*{suffix}"):
-                source = extension.with_name(extension.name.removesuffix(suffix) + ".py")
-                if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
-                    pytest.exit(f"{extension} is older than {source.name}: run `make build`", returncode=4)
+                stem = extension.name.removesuffix(suffix)
+                for source in (extension.with_name(stem + ".py"), extension.with_name(stem + ".pxd")):
+                    if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
+                        pytest.exit(f"{extension} is older than {source.name}: run `make build`", returncode=4)
 
 
 def _prefer_sources() -> None:

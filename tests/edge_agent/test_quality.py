@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import statistics
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
@@ -13,7 +15,14 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from edge_agent.pipeline.base import ListSink, StepContext
-from edge_agent.pipeline.outlier import HampelWindow, OutlierStep, ZScoreWindow, median_and_mad
+from edge_agent.pipeline.outlier import (
+    HampelWindow,
+    OutlierStep,
+    ZScoreWindow,
+    median_and_mad,
+    position,
+    shortest_span,
+)
 from edge_agent.pipeline.series_state import DeviceTable, add_series
 from edge_agent.pipeline.steps import CleaningStepConfig, build_step
 from fieldline.wire import FlagRecord, Point
@@ -210,6 +219,22 @@ def test_median_and_mad_match_the_definition(values: list[float]) -> None:
     median = statistics.median(values)
     mad = statistics.median(abs(v - median) for v in values)
     assert median_and_mad(sorted(values)) == (pytest.approx(median), pytest.approx(mad))
+
+
+@given(
+    st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(-1e6, 1e6)), max_size=70),
+    st.one_of(st.integers(-3, 3).map(float), st.floats(-1e6, 1e6)),
+    st.integers(1, 70),
+)
+def test_sorted_window_searches_match_bisect_and_the_definition(
+    values: list[float], x: float, run: int
+) -> None:
+    """The searches the compiled Hampel window uses (C loops where compiled, ``bisect`` otherwise)."""
+    ordered = array("d", sorted(values))
+    assert position(ordered, x) == bisect_left(sorted(values), x)
+    if run <= len(ordered):
+        spans = [ordered[i + run - 1] - ordered[i] for i in range(len(ordered) - run + 1)]
+        assert shortest_span(ordered, run) == min(spans)
 
 
 def reference_hampel(

@@ -1,0 +1,22 @@
+# C types for outlier.py where setup.py compiles it (Cython "augmenting .pxd"); the .py stays plain Python.
+cimport cython
+
+
+@cython.locals(values=cython.double[:], lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
+cpdef Py_ssize_t position(object ordered, double x) except -1
+
+
+@cython.locals(values=cython.double[:], best=double, span=double, i=Py_ssize_t)
+cpdef double shortest_span(object ordered, Py_ssize_t run) except? -1.0
+
+
+cdef class _Params:
+    cdef public Py_ssize_t window, band_updates, min_samples, max_consecutive
+    cdef public double threshold, min_deviation
+
+
+cdef class HampelWindow:
+    cdef public _Params params
+    cdef public object ring, ordered, rejected
+    cdef public Py_ssize_t pos, credit
+    cdef public double limit, center, lo, hi
