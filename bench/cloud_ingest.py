@@ -32,7 +32,7 @@ CPU second the process used (all its threads; for VictoriaMetrics also the serve
 latter being what one whole core yields when other work shares the machine. Prints one JSON document.
 
 The process applies the garbage-collector policy ``fieldline cloud serve`` applies once it has started
-(``cloud_core.gc_policy``: ``gc.freeze()`` and a generation-0 threshold of 10,000); ``--gc python`` measures
+(``fieldline.gc_policy``: ``gc.freeze()`` and a generation-0 threshold of 10,000); ``--gc python`` measures
 with Python's defaults instead; the JSON records the one used.
 """
 
@@ -60,12 +60,12 @@ from typing import Any
 
 from _services import free_port
 
-from cloud_core import gc_policy
 from cloud_core.settings import IngestSettings
 from cloud_core.tsdb import SQLiteStore, VictoriaMetricsStore, points_from_batch
 from cloud_core.tsdb.lineprotocol import EncodedBatch, encode
 from cloud_core.tsdb.sqlite import SCHEMA, SLICE_MS
 from cloud_core.uplink_writer import encode_series, write_series
+from fieldline import gc_policy
 from fieldline.wire import Batch, RawRecord, RecordKind, decode_batch, encode_batch, encode_body
 
 METRICS = ("temperature", "humidity", "pressure", "battery")

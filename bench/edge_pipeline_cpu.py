@@ -20,7 +20,9 @@ so a loaded machine slows it much less than it slows a wall-clock rate):
   messages; at QoS 1 the PUBACKs are written to a transport that only counts bytes.
 
 The stage figures do not add up exactly to ``end_to_end`` (each stage alone has warmer caches, and end to end
-adds the ingest glue, metrics and the acknowledgement path). Prints one JSON document.
+adds the ingest glue, metrics and the acknowledgement path). The process applies the garbage-collector policy that
+``fieldline edge run`` applies once the agent has started (``fieldline.gc_policy``), ``--gc python`` keeps
+Python's defaults; the JSON says which modules ran compiled (``setup.py``). Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.committer import Committer, _Pending
+from edge_agent.compiled import compiled_modules
 from edge_agent.config import AgentConfig
 from edge_agent.ingest import Ingest
 from edge_agent.journal import Journal
@@ -50,6 +53,7 @@ from edge_agent.pipeline.base import ListSink, StepContext
 from edge_agent.pipeline.pipeline import Pipeline, PipelineConfig, PipelineRouter
 from edge_agent.quarantine import Quarantine
 from edge_agent.store import StoreThread, connect
+from fieldline import gc_policy
 from fieldline.mqtt_packets import publish_packet
 from fieldline.payloads import decode_telemetry
 from fieldline.wire import Point, parse_device_topic
@@ -250,8 +254,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--commit-every", type=int, default=2048)
     parser.add_argument("--only", action="append", choices=STAGES, help="stages to run (default: all)")
+    parser.add_argument("--gc", choices=("agent", "python"), default="agent")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.gc == "agent":
+        gc_policy.apply()
     stages = args.only or list(STAGES)
     now = time.time()
     start_ts = math.ceil(now / 60) * 60 + 60
@@ -289,6 +296,8 @@ def main() -> None:
         "devices": args.devices,
         "qos": args.qos,
         "repeat": args.repeat,
+        "gc": args.gc,
+        "compiled_modules": compiled_modules(),
         "us_per_message": {stage: round(best[stage] / n * 1e6, 3) for stage in stages},
     }
     if "end_to_end" in best:

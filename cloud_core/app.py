@@ -10,19 +10,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cloud_core import gc_policy, problems
+from cloud_core import problems
 from cloud_core.api.routes import ROUTERS
 from cloud_core.audit import AuditMiddleware
 from cloud_core.observe import ObserveMiddleware
 from cloud_core.services import open_services
 from cloud_core.settings import CloudSettings
+from fieldline import gc_policy
 
 log = logging.getLogger("fieldline.cloud")
 
 
 def create_app(settings: CloudSettings | None = None, *, tune_gc: bool = False) -> FastAPI:
     """The app; ``tune_gc`` applies the service's garbage-collector policy once it has started
-    (``cloud_core.gc_policy``: only for a process that serves one app for its whole life)."""
+    (``fieldline.gc_policy``: only for a process that serves one app for its whole life)."""
     settings = settings or CloudSettings()
 
     @asynccontextmanager

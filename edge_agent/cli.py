@@ -76,12 +76,14 @@ def run(config: ConfigOption) -> None:
     """Run the agent until SIGTERM/SIGINT; on shutdown open windows are flushed into the outbox."""
     cfg = _load(config)
     from edge_agent.agent import Agent
+    from fieldline import gc_policy
     from fieldline.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)
 
     async def main() -> None:
         async with Agent(cfg) as agent:
+            gc_policy.apply()  # this process runs one agent for its whole life
             await agent.run_until_signal()
 
     try:

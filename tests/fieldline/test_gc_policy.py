@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from cloud_core import gc_policy
+from fieldline import gc_policy
 
 
 def test_apply_freezes_what_is_alive_and_makes_young_collections_rarer() -> None:
