@@ -68,7 +68,12 @@ class BrokerSettings(_Model):
 
 class IngestSettings(_Model):
     unknown_devices: Literal["register", "quarantine"] = "register"
-    batch_points: int = Field(5000, ge=1, description="points written to the store per transaction at most")
+    batch_points: int = Field(
+        20_000,
+        ge=1,
+        description="points (uplink records: one device at one instant) a flush takes from the queue and writes "
+        "in one transaction, at most",
+    )
     flush_interval: Duration = 0.2
     queue_size: int = Field(1000, ge=1, description="uplink batches waiting to be written")
 
