@@ -36,6 +36,7 @@ from cloud_core.tsdb import (
     StoreUnavailable,
     TimeSeriesStore,
     VictoriaMetricsStore,
+    lineprotocol,
     points_from_batch,
 )
 from fieldline.errors import BatchDecodeError
@@ -510,7 +511,8 @@ def test_any_decodable_batch_is_judged_without_crashing(kind: RecordKind, items:
     except BatchDecodeError:
         return
     if batch_problem(batch) is None:
-        points_from_batch(batch)
+        points = points_from_batch(batch)
+        assert lineprotocol.encode_batch(batch).points == len(points)  # what ingest's reader encodes ahead
         for record in batch.records:
             if isinstance(record, EventRecord | StateRecord):
                 orjson.dumps(record.data if isinstance(record, EventRecord) else record.attributes)
