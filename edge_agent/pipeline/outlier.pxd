@@ -1,4 +1,4 @@
-# C types for outlier.py where setup.py compiles it (Cython "augmenting .pxd"); the .py stays plain Python.
+# C types for outlier.py where setup.py compiles it (an augmenting .pxd); the .py stays plain Python.
 cimport cython
 
 
