@@ -46,6 +46,7 @@ log = logging.getLogger("fieldline.cloud.ingest")
 QUARANTINE_BYTES = 64 * 1024
 """Bytes of a malformed payload kept in its quarantine record (a batch the store refused is kept whole)."""
 EVENT_KINDS = (RecordKind.STATE, RecordKind.EVENT)
+SERIES_KINDS = (RecordKind.RAW, RecordKind.AGG)
 
 
 class PointWriter(Protocol):
@@ -66,7 +67,7 @@ class BatchEncoder(Protocol):
 def encode_series(store: PointWriter, batch: Batch) -> EncodedBatch | None:
     """``batch``'s points encoded for ``store`` ahead of the flush that writes them, when the store encodes
     (``BatchEncoder``) and the batch holds time series (``raw``, ``agg``); else None."""
-    if isinstance(store, BatchEncoder) and batch.kind not in EVENT_KINDS:
+    if isinstance(store, BatchEncoder) and batch.kind in SERIES_KINDS:
         return store.encode_batch(batch)
     return None
 
