@@ -74,7 +74,6 @@ class IngestSettings(_Model):
         description="points (uplink records: one device at one instant) a flush takes from the queue and writes "
         "in one transaction, at most",
     )
-    flush_interval: Duration = 0.2
     queue_size: int = Field(1000, ge=1, description="uplink batches waiting to be written")
 
 
