@@ -15,8 +15,34 @@ cdef class _Params:
     cdef public double threshold, min_deviation
 
 
-cdef class HampelWindow:
+cdef class SeriesWindow:
+    cdef public Py_ssize_t credit
+    cdef public double lo, hi
+    cdef public object rejected
+    cpdef bint outlier(self, double x) except -1
+    cpdef add(self, double x)
+
+
+cdef class HampelWindow(SeriesWindow):
     cdef public _Params params
-    cdef public object ring, ordered, rejected
-    cdef public Py_ssize_t pos, credit
-    cdef public double limit, center, lo, hi
+    cdef public object ring, ordered
+    cdef public Py_ssize_t pos
+    cdef public double limit, center
+    cpdef bint outlier(self, double x) except -1
+    cpdef add(self, double x)
+
+
+cdef class ZScoreWindow(SeriesWindow):
+    cdef public _Params params
+    cdef public object ring
+    cdef public Py_ssize_t pos, updates
+    cdef public double mean, sq_dev
+    cpdef bint outlier(self, double x) except -1
+    cpdef add(self, double x)
+
+
+cdef class OutlierStep:
+    cdef public object _action, _devices, _params, _selects, _window_type, name
+
+    @cython.locals(window=SeriesWindow, x=double)
+    cpdef object apply(self, object point, object ctx)

@@ -156,7 +156,30 @@ def median_and_mad(ordered: Sequence[float]) -> tuple[float, float]:
     return median, (deviation + min(below, above)) / 2
 
 
-class HampelWindow:
+class SeriesWindow:
+    """The rolling window of one series as the outlier step uses it (``HampelWindow``, ``ZScoreWindow``).
+
+    While ``credit`` is positive, any value in ``[lo, hi]`` is known not to be an outlier without calling
+    ``outlier``; ``rejected`` holds the current run of rejected values (None: no run).
+    """
+
+    __slots__ = ("credit", "hi", "lo", "rejected")
+
+    def __init__(self) -> None:
+        self.credit = 0
+        self.lo = self.hi = 0.0
+        self.rejected: list[float] | None = None
+
+    def outlier(self, x: float) -> bool:
+        """Whether ``x`` is an outlier of the current window."""
+        raise NotImplementedError
+
+    def add(self, x: float) -> None:
+        """Accept ``x`` into the window."""
+        raise NotImplementedError
+
+
+class HampelWindow(SeriesWindow):
     """The last ``window`` accepted values of one series: a ring in arrival order and a sorted copy.
 
     Besides the exact limit of the current content (``center``, ``limit``), a full window keeps a *sure band*
@@ -166,18 +189,16 @@ class HampelWindow:
     first (it costs less than the median and MAD); only a value outside the band takes the exact path.
     """
 
-    __slots__ = ("center", "credit", "hi", "limit", "lo", "ordered", "params", "pos", "rejected", "ring")
+    __slots__ = ("center", "limit", "ordered", "params", "pos", "ring")
 
     def __init__(self, params: _Params) -> None:
+        super().__init__()  # credit > 0: [lo, hi] is a sure band for that many judgements (one per add between)
         self.params = params
         self.ring = array("d")
         self.ordered = array("d")
         self.pos = 0
         self.limit = -1.0  # < 0: stale, recomputed before the next judgement
         self.center = 0.0
-        self.credit = 0  # > 0: [lo, hi] is a sure band for this many judgements (one per add in between)
-        self.lo = self.hi = 0.0
-        self.rejected: list[float] | None = None
 
     def outlier(self, x: float) -> bool:
         """Whether ``x`` is an outlier (never while the window holds fewer than ``min_samples`` values).
@@ -262,22 +283,20 @@ class HampelWindow:
         self.credit = 0
 
 
-class ZScoreWindow:
-    """The last ``window`` accepted values of one series, their running mean and sum of squared deviations."""
+class ZScoreWindow(SeriesWindow):
+    """The last ``window`` accepted values of one series, their running mean and sum of squared deviations.
+    It keeps no sure band (``credit`` stays 0): every value is judged."""
 
-    __slots__ = ("mean", "params", "pos", "rejected", "ring", "sq_dev", "updates")
-
-    credit = 0  # no sure band: every value is judged (see ``HampelWindow``)
-    lo = hi = 0.0
+    __slots__ = ("mean", "params", "pos", "ring", "sq_dev", "updates")
 
     def __init__(self, params: _Params) -> None:
+        super().__init__()
         self.params = params
         self.ring = array("d")
         self.pos = 0
         self.mean = 0.0
         self.sq_dev = 0.0
         self.updates = 0
-        self.rejected: list[float] | None = None
 
     @property
     def center(self) -> float:
@@ -339,7 +358,7 @@ class OutlierStep:
         self._params = _Params(config)
         self._window_type = HampelWindow if config.method == "hampel" else ZScoreWindow
         self._action = config.action
-        self._devices: DeviceTable[dict[str, HampelWindow | ZScoreWindow]] = DeviceTable()
+        self._devices: DeviceTable[dict[str, SeriesWindow]] = DeviceTable()
 
     def apply(self, point: Point, ctx: StepContext) -> Point | None:
         metrics = point.metrics
