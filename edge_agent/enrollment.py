@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from certs import KeyKind, PrivateKey, generate_key, make_csr, write_pem, write_private_key
+from certs.tls import client_context
 from edge_agent.config import AgentConfig
 from edge_agent.errors import PkiError
 
@@ -52,7 +53,9 @@ class PkiClient:
     def __init__(self, cloud_url: str, *, ca_file: Path | None = None, timeout: float = 30.0) -> None:
         self.cloud_url = cloud_url.rstrip("/")
         self._client = httpx.AsyncClient(
-            base_url=self.cloud_url, verify=str(ca_file) if ca_file else True, timeout=timeout
+            base_url=self.cloud_url,
+            verify=client_context(ca_file=ca_file) if ca_file else True,
+            timeout=timeout,
         )
 
     async def __aenter__(self) -> PkiClient:

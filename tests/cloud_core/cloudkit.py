@@ -62,14 +62,28 @@ async def postgres_database() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def running_cloud(
-    tmp_path: Path, settings: CloudSettings | None = None, *, port: int | None = None
+    tmp_path: Path,
+    settings: CloudSettings | None = None,
+    *,
+    port: int | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[Cloud]:
     """Serve the cloud core on ``port`` (default a free one) until the block ends; keys for every role are
-    created first."""
+    created first. ``tls`` (certificate chain file, key file) serves HTTPS instead of HTTP."""
     settings = settings or CloudSettings(data_dir=tmp_path / "cloud")
     port = port or free_port()
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    certfile, keyfile = (str(tls[0]), str(tls[1])) if tls else (None, None)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -82,7 +96,7 @@ async def running_cloud(
             role.label: (await create_key(services.database, role, name=f"test {role.label}")).token
             for role in Role
         }
-        yield Cloud(f"http://127.0.0.1:{port}", services, keys)
+        yield Cloud(f"{'https' if tls else 'http'}://127.0.0.1:{port}", services, keys)
     finally:
         server.should_exit = True
         await task

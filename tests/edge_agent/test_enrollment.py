@@ -1,10 +1,12 @@
 """``fieldline edge enroll`` as an operator runs it (a real subprocess) against a real cloud core on uvicorn:
 the key is made on the gateway and kept 0600, certificate and chain land at the configured paths and verify with
-OpenSSL, and every refusal prints the cloud's reason and writes nothing."""
+OpenSSL, and every refusal prints the cloud's reason and writes nothing. Over HTTPS the gateway verifies the
+cloud with the CA file it is given and refuses a cloud that file does not vouch for."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import stat
 import subprocess
 import sys
@@ -15,9 +17,11 @@ import pytest
 import yaml
 from cryptography import x509
 
-from certs import load_certificates, load_private_key
+from certs import load_certificates, load_private_key, write_pem, write_private_key
+from certs.tls import client_context
 from tests.cloud_core.cloudkit import Cloud, running_cloud
 from tests.servicekit import free_port, require_binary
+from tests.tlskit import make_ca
 
 
 @pytest.fixture
@@ -136,3 +140,34 @@ async def test_enroll_needs_the_certificate_paths_and_a_cloud(cloud: Cloud, tmp_
     no_cloud = await enroll(write_config(tmp_path), "--token", "t")
     assert no_cloud.returncode == 2
     assert "pass --cloud or set pki.cloud_url" in no_cloud.stderr
+
+
+async def test_enroll_over_https_verifies_the_cloud(tmp_path: Path) -> None:
+    web_ca = make_ca(tmp_path / "web-ca")
+    cert, key = web_ca.issue_server("cloud", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    chain, key_file = tmp_path / "cloud.pem", tmp_path / "cloud.key"
+    write_pem(chain, cert, web_ca.certificate)
+    write_private_key(key_file, key)
+    trusted = tmp_path / "web-ca.pem"
+    trusted.write_bytes(web_ca.chain_pem())
+    stranger = tmp_path / "other-ca.pem"
+    stranger.write_bytes(make_ca(tmp_path / "other-ca").chain_pem())
+
+    async with running_cloud(tmp_path, tls=(chain, key_file)) as cloud:
+        assert cloud.url.startswith("https://")
+        async with cloud.client("operator", verify=client_context(ca_file=trusted)) as operator:
+            assert (await operator.post("/api/v1/gateways", json={"id": "gw-1"})).status_code == 201
+            answer = await operator.post("/api/v1/gateways/gw-1/enrollment-tokens")
+        token = answer.json()["token"]
+        config = write_config(tmp_path)
+        identity = tmp_path / "identity"
+
+        refused = await enroll(config, "--cloud", cloud.url, "--token", token, "--ca-file", str(stranger))
+        assert refused.returncode == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+        assert not (identity / "gateway.key").exists()
+        assert not (identity / "gateway.pem").exists()
+
+        done = await enroll(config, "--cloud", cloud.url, "--token", token, "--ca-file", str(trusted))
+        assert done.returncode == 0, done.stderr
+    assert load_certificates(identity / "gateway.pem")[0].subject.rfc4514_string() == "CN=gw-1"
