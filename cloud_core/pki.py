@@ -58,6 +58,7 @@ from cloud_core.pki_errors import (
     RenewalRefused,
 )
 from cloud_core.problems import Problem, not_found
+from cloud_core.rate_limit import RateLimiter
 from cloud_core.schemas.timestamps import as_utc
 from cloud_core.settings import CloudSettings, PkiSettings
 
@@ -111,6 +112,8 @@ class PkiService:
         self.database = database
         self.bus = bus
         self.chain_pem = authority.chain_pem().decode()
+        self.public_limit = RateLimiter(settings.public_rate, settings.public_burst)
+        """Enrollment and renewal requests per client address (the API answers 429 past it)."""
         self._crl: _CachedCrl | None = None
 
     @property

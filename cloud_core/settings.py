@@ -136,6 +136,10 @@ class PkiSettings(_Model):
     token_ttl: Duration = Field(86400.0, description="default lifetime of an enrollment token")
     max_token_ttl: Duration = Field(30 * 86400.0, description="the longest lifetime a token may be given")
     crl_next_update: Duration = Field(86400.0, description="how long a published CRL stays current")
+    public_rate: float = Field(
+        30.0, gt=0, description="requests a minute one client address may make to /pki/enroll and /pki/renew"
+    )
+    public_burst: int = Field(10, ge=1, description="requests one client address may make at once to those")
 
     @model_validator(mode="after")
     def _durations(self) -> PkiSettings:

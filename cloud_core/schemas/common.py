@@ -66,6 +66,7 @@ _DESCRIPTIONS = {
     415: "unsupported Content-Type",
     422: "invalid request",
     428: "If-Match is required",
+    429: "too many requests from this client address (see Retry-After)",
 }
 
 

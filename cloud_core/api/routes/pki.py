@@ -4,11 +4,12 @@ and the public CA chain and CRL. See docs/enrollment.md."""
 
 from __future__ import annotations
 
+from math import ceil
 from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
 from certs.crl import crl_bundle
 from cloud_core.api.deps import AdminDep, OperatorDep, ServicesDep
@@ -40,6 +41,26 @@ def _pki(services: ServicesDep) -> PkiService:
             503, "Service unavailable", "the PKI service is off (pki.enabled: false)", type="pki-off"
         )
     return pki
+
+
+def _public(request: Request, services: ServicesDep) -> PkiService:
+    """The PKI service for a request anyone may make, within its client address's rate limit."""
+    pki = _pki(services)
+    wait = pki.public_limit.wait(request.client.host if request.client else "")
+    if wait > 0:
+        seconds = ceil(wait)
+        raise Problem(
+            429,
+            "Too many requests",
+            f"at most {pki.settings.public_rate:g} enrollment and renewal requests a minute from one address "
+            f"(bursts of {pki.settings.public_burst}); retry in {seconds} s",
+            type="rate-limited",
+            headers={"Retry-After": str(seconds)},
+        )
+    return pki
+
+
+PublicPkiDep = Annotated[PkiService, Depends(_public)]
 
 
 def _binary(description: str, *media_types: str) -> dict[int | str, dict[str, Any]]:
@@ -104,24 +125,24 @@ def _issued(issued: Issued) -> CertificateIssued:
     "/pki/enroll",
     status_code=201,
     response_model=CertificateIssued,
-    responses=problem_responses(403, 422),
+    responses=problem_responses(403, 422, 429),
 )
-async def enroll(body: EnrollRequest, services: ServicesDep) -> CertificateIssued:
+async def enroll(body: EnrollRequest, pki: PublicPkiDep) -> CertificateIssued:
     """Sign a CSR paid for by an enrollment token (no API key: the token authenticates). Refusals say which
-    check failed: 403 for the token, 422 for the CSR."""
-    return _issued(await _pki(services).enroll(body.token, body.csr))
+    check failed: 403 for the token, 422 for the CSR, 429 past the client address's rate limit."""
+    return _issued(await pki.enroll(body.token, body.csr))
 
 
 @router.post(
     "/pki/renew",
     status_code=201,
     response_model=CertificateIssued,
-    responses=problem_responses(403, 422),
+    responses=problem_responses(403, 422, 429),
 )
-async def renew(body: RenewRequest, services: ServicesDep) -> CertificateIssued:
+async def renew(body: RenewRequest, pki: PublicPkiDep) -> CertificateIssued:
     """A new certificate for the holder of a current one (proof of possession: ``signature`` over the new CSR's
     DER with the current key). The current certificate stays valid until it expires."""
-    return _issued(await _pki(services).renew(body.certificate, body.csr, body.signature))
+    return _issued(await pki.renew(body.certificate, body.csr, body.signature))
 
 
 async def _revoke_owner(
