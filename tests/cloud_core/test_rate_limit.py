@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs import generate_key, make_csr
 from cloud_core.rate_limit import RateLimiter
 from cloud_core.settings import CloudSettings, PkiSettings
 from tests.cloud_core.cloudkit import running_cloud
-from tests.cloud_core.test_pki_api import pem
 
 
 class FakeClock:
@@ -48,7 +48,7 @@ def test_the_table_of_addresses_is_bounded() -> None:
 
 async def test_enroll_answers_429_with_retry_after_past_the_limit(tmp_path: Path) -> None:
     settings = CloudSettings(data_dir=tmp_path / "cloud", pki=PkiSettings(public_rate=1, public_burst=2))
-    csr = pem(make_csr(generate_key(), "gw-1"))
+    csr = make_csr(generate_key(), "gw-1").public_bytes(Encoding.PEM).decode()
     async with running_cloud(tmp_path, settings) as cloud, cloud.client(None) as anonymous:
         answers = [
             await anonymous.post("/api/v1/pki/enroll", json={"token": "flenr_guess", "csr": csr})
