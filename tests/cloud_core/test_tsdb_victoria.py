@@ -1,7 +1,8 @@
 """The VictoriaMetrics store against a real ``victoria-metrics`` started by the test: what lands in the server
 (names and ids holding ``:`` included, writes split over several requests), uplink batches written whole
-(``write_batches``) against the same batches through points into SQLite, answers, repeated samples, latest
-values, precision, and an unreachable server; the line protocol encoders byte for byte."""
+(``write_series`` through ``encode_batch``/``write_encoded``) against the same batches through points into
+SQLite, answers, repeated samples, latest values, precision, and an unreachable server; the line protocol
+encoders byte for byte."""
 
 from __future__ import annotations
 
