@@ -84,16 +84,7 @@ async def store_records(
             await _clear_alert(session, record, ts)
         else:
             await apply_status(session, record.type, record.data, ts)
-        out.append(
-            Event(
-                record.type,
-                record.data,
-                device_id=record.device_id,
-                device_type=record.device_type,
-                ts=record.ts,
-                source=record.source or gateway_id,
-            )
-        )
+        out.append(Event.from_record(record, default_source=gateway_id))
     return out
 
 

@@ -222,16 +222,7 @@ class Automation:
         """An event the agent raised outside the automation (a cloud command's ``command.delivered``,
         ``command.acknowledged`` or ``command.failed``), fed to the rules and workflows as it goes up."""
         if self.host.feeding:
-            self.feed.event(
-                Event(
-                    record.type,
-                    record.data,
-                    device_id=record.device_id,
-                    device_type=record.device_type,
-                    ts=record.ts,
-                    source=record.source,
-                )
-            )
+            self.feed.event(Event.from_record(record))
 
     async def _stop_feeding(self, consumer: asyncio.Task[None]) -> None:
         self.host.feeding = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fieldline.wire import EventRecord
+
 TELEMETRY = "telemetry"
 DEVICE_STATE = "device.state"
 MQTT_MESSAGE = "mqtt.message"
@@ -30,6 +32,18 @@ class Event:
             if value is not None:
                 out[key] = value
         return out
+
+    @classmethod
+    def from_record(cls, record: EventRecord, *, default_source: str | None = None) -> Event:
+        """The event a gateway's event record stands for; ``default_source`` when the record names none."""
+        return cls(
+            record.type,
+            record.data,
+            device_id=record.device_id,
+            device_type=record.device_type,
+            ts=record.ts,
+            source=record.source or default_source,
+        )
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
