@@ -47,6 +47,11 @@ def _issues(text: str, tmp_path: Path) -> list[str]:
     return [str(issue) for issue in info.value.issues]
 
 
+def _located(text: str, tmp_path: Path) -> list[str]:
+    """``_issues`` with the file path cut off, leaving ``:line:column: field: message``."""
+    return [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)]
+
+
 def test_good_fleet_loads_with_its_ids(tmp_path: Path) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_text(GOOD)
@@ -150,7 +155,7 @@ devices:
         cases:
           - effects: [{type: offset, metric: warmth, value: 1}]
 """
-    assert [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)] == [
+    assert _located(text, tmp_path) == [
         ":7:37: devices.0.metrics.h.source: correlated source 'temp' is not a metric of this template",
         ":12:40: devices.0.metrics.c.components.1.source: correlated source 'pressure' is not a metric of this template",
         ":14:32: devices.0.faults.0.metrics: unknown metric 'b'",
@@ -232,7 +237,7 @@ devices:
         cases:
           - effects: [{type: rate, metric: door, per_minute: 1}, {type: set, metric: door, value: true}]
 """
-    issues = [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)]
+    issues = _located(text, tmp_path)
     assert issues == [
         ":9:48: devices.0.faults.0.metrics: an outlier needs a numeric metric, door is boolean",
         ":14:44: devices.0.commands.open.cases.0.effects.0.metric: a rate effect needs a numeric metric, door is boolean",
@@ -256,7 +261,7 @@ devices:
         params: {how: {type: string}}
         cases: [{effects: [{type: offset, metric: a, param: how}]}]
 """
-    assert [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)] == [
+    assert _located(text, tmp_path) == [
         ":8:9: devices.0.commands.nudge: cases[0]: the offset effect on a needs a number or integer param,"
         " 'how' is string"
     ]
@@ -272,12 +277,12 @@ devices:
       door: {type: boolean, spread: 1}
       x: {type: composite, components: [{type: noise, sigma: 1, spread: 2}]}
 """
-    issues = [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)]
+    issues = _located(text, tmp_path)
     assert issues == [
         ":7:10: devices.0.metrics.x: components[0]: unit, round and spread belong to the composite metric"
     ]
     text = text.replace("      x: {type: composite, components: [{type: noise, sigma: 1, spread: 2}]}\n", "")
-    issues = [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)]
+    issues = _located(text, tmp_path)
     assert issues == [":6:37: devices.0.metrics.door.spread: spread applies to numbers, door is boolean"]
 
 
@@ -293,7 +298,7 @@ devices:
     faults:
       - {type: stuck, readings: 2, duration: 1s, probability: 0.1}
 """
-    assert [issue.removeprefix(f"{tmp_path}/fleet.yaml") for issue in _issues(text, tmp_path)] == [
+    assert _located(text, tmp_path) == [
         ":6:10: devices.0.metrics.a.period: Field required",
         ":7:10: devices.0.metrics.b: min must be below max",
         ":9:9: devices.0.faults.0: give readings or duration, not both",
