@@ -58,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _output import emit
 from _services import free_port
 
 from cloud_core.settings import IngestSettings
@@ -423,11 +424,7 @@ def main() -> None:
                 workdir, args.devices, args.seconds, args.rounds, start, others
             )
 
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -37,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from _output import emit
 from _services import free_port
 
 from cloud_core.tsdb import Point, Query, SQLiteStore, VictoriaMetricsStore
@@ -212,11 +212,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="fieldline-bench-") as tmp:
         result.update(asyncio.run(measure(args, Path(tmp))))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 import psutil
+from _output import emit
 from _services import free_port
 
 from cloud_core import bulk_import
@@ -278,11 +279,7 @@ def main() -> None:
         "seconds_per_phase": args.seconds,
         **figures,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Prints one JSON document (and writes it with --out).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import cbor2
 import orjson
+from _output import emit
 
 from fieldline.payloads import decode_telemetry
 
@@ -97,11 +97,7 @@ def main() -> None:
         "cbor2": version("cbor2"),
         "results": measure(args.iterations, args.repeat),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import math
 import platform
 import sys
@@ -39,6 +38,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _output import emit
 
 from edge_agent.committer import Committer, _Pending
 from edge_agent.compiled import compiled_modules
@@ -302,10 +303,7 @@ def main() -> None:
     }
     if "end_to_end" in best:
         result["end_to_end_msg_per_cpu_second"] = round(n / best["end_to_end"])
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

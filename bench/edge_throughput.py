@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _output import emit
 from _services import free_port
 from _services import mosquitto as broker
 
@@ -294,11 +295,7 @@ def main() -> None:
             print(json.dumps({f"qos{qos}": result[f"qos{qos}"]}), file=sys.stderr)
         if not args.skip_ratio:
             result["compression"] = asyncio.run(compression(args.devices, 120, workdir))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from _output import emit
 from _services import mosquitto
 
 from cloud_core.broker import connect_properties
@@ -238,11 +238,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/ingest_end_to_end.json"))
     args = parser.parse_args()
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     sys.exit(0 if result["check"]["batches"] == args.batches and result["check"]["quarantined"] == 0 else 1)
 
 

@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from _output import emit
 from _services import mosquitto as broker
 
 HERE = Path(__file__).resolve().parent
@@ -232,10 +233,7 @@ def main() -> None:
             result["scale"] = scale(args.devices, args.hold, workdir)
         if not args.skip_load:
             result["load"] = load([int(r) for r in args.rates.split(",")], args.load_seconds, workdir)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Sections (each measures its own baselines in the same run):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -25,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from _output import emit
 from _rule_engine import bench_conditions, bench_rule_memory, bench_rules
 from _workflow_runtime import bench_memory, bench_timers, bench_transitions
 
@@ -57,11 +57,7 @@ def main() -> None:
         start = time.perf_counter()
         result["sections"][name] = SECTIONS[name]()
         result["sections"][name]["section_seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
