@@ -25,7 +25,6 @@ Entries older than ``audit.retention`` (default one year; 0 keeps them forever) 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +42,7 @@ from cloud_core.models import AuditEntry
 from cloud_core.models.base import utcnow
 from cloud_core.schemas.timestamps import as_utc
 from cloud_core.settings import AuditSettings
+from fieldline.tasks import cancel_and_wait
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_INSPECTED = 64 * 1024
@@ -84,11 +84,8 @@ class AuditLog:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
-            self._pruner = None
+        await cancel_and_wait(self._pruner)
+        self._pruner = None
 
     async def prune(self, now: datetime | None = None) -> int:
         """Delete the entries older than the retention (at ``now``, default the current time); how many."""

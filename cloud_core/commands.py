@@ -36,6 +36,7 @@ from cloud_core.problems import Problem, not_found
 from cloud_core.registry import NotFound
 from cloud_core.schemas.timestamps import as_utc
 from cloud_core.settings import CloudSettings
+from fieldline.tasks import cancel_and_wait
 from fieldline.wire import Topics
 
 log = logging.getLogger("fieldline.cloud.commands")
@@ -154,11 +155,7 @@ class CommandRouter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
 
     async def ready(self) -> None:
@@ -305,4 +302,5 @@ class CommandRouter:
             if upcoming is not None:
                 delay = min(EXPIRY_RECHECK, max(0.0, (upcoming - self.clock()).total_seconds()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()

@@ -194,7 +194,8 @@ class Ingest:
                 self.connected = False
                 self._reader = None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
             if self._stopping.is_set():
                 return
             delay = min(delay * 2, 10.0)

@@ -38,6 +38,7 @@ from edge_agent.southbound_coap import CoapServer
 from edge_agent.southbound_mqtt import MqttSouthbound
 from edge_agent.store import StoreThread, connect
 from edge_agent.uplink import Uplink
+from fieldline.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from edge_agent.automation import Automation
@@ -204,17 +205,12 @@ class Agent:
             self._stack.aclose()
         )  # status and CoAP servers, cloud commands, the automation, the local client
         uplink_task = next((t for t in self._tasks if t.get_name() == "uplink"), None)
-        for task in self._tasks:
-            if task is not uplink_task:
-                task.cancel()
+        await cancel_and_wait(*(task for task in self._tasks if task is not uplink_task))
         self.router.flush(self.clock())
         await self.committer.stop()
         if self.uplink is not None and uplink_task is not None:
             await self.uplink.shutdown(self.config.uplink.drain_on_shutdown)
-            uplink_task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(uplink_task)
         if self.uplink is not None and self.uplink.link is not None:
             await self.uplink.link.close()
         await self.committer.commit()  # deletes for batches acknowledged while draining

@@ -41,6 +41,7 @@ from edge_agent.metrics import counter_family
 from edge_agent.mqtt_link import Message
 from edge_agent.pipeline.base import RecordSink
 from fieldline.errors import ConfigIssue
+from fieldline.tasks import cancel_and_wait
 from fieldline.wire import EventRecord, Point, parse_device_topic
 from workflows import (
     ActionError,
@@ -226,9 +227,7 @@ class Automation:
 
     async def _stop_feeding(self, consumer: asyncio.Task[None]) -> None:
         self.host.feeding = False
-        consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
+        await cancel_and_wait(consumer)
         if discarded := self.feed.discard():
             log.info("automation stopped with events queued", extra={"discarded": discarded})
 

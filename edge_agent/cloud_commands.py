@@ -24,7 +24,6 @@ again by the broker at the next connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -39,6 +38,7 @@ from edge_agent.device_commands import DeviceCommands
 from edge_agent.metrics import counter_family
 from edge_agent.mqtt_link import Message
 from edge_agent.pipeline.base import RecordSink
+from fieldline.tasks import cancel_and_wait
 from fieldline.wire import ID_PATTERN, EventRecord
 from workflows import ActionError
 
@@ -108,11 +108,7 @@ class CloudCommands:
     async def __aexit__(self, *exc_info: object) -> None:
         """Stop taking commands and cancel those waiting for their device (the cloud expires them)."""
         self._open = False
-        for task in self._tasks:
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
 
     # ------------------------------------------------------------------ receiving
 

@@ -18,7 +18,6 @@ payloads are quarantined by the ingest and only counted here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from edge_agent.backoff import Backoff
 from edge_agent.southbound_coap import CoapObserveConfig, TelemetryIngest
 from fieldline.errors import PayloadError
 from fieldline.payloads import CONTENT_FORMATS
+from fieldline.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,7 @@ class CoapPoller:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._context is not None:
             await self._context.shutdown()

@@ -33,6 +33,7 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import KIND_CODES, Outbox
 from edge_agent.quarantine import Quarantine, QuarantineEntry
 from edge_agent.store import StoreThread
+from fieldline.tasks import cancel_and_wait
 from fieldline.wire import Point, Record
 
 log = logging.getLogger(__name__)
@@ -192,11 +193,7 @@ class Committer:
 
     async def stop(self) -> None:
         """Stop the background loop, then commit what is left with every loose record sealed."""
-        for task in (self._task, self._seal_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._task, self._seal_task)
         await self.commit(force_seal=True)
 
     async def _run(self) -> None:
@@ -204,7 +201,8 @@ class Committer:
             await self._kick.wait()
             if not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):
+                        await self._urgent.wait()
             self._kick.clear()
             self._urgent.clear()
             try:

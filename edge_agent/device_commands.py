@@ -31,6 +31,7 @@ import orjson
 from edge_agent.backoff import Backoff
 from edge_agent.errors import LinkError
 from edge_agent.mqtt_link import Endpoint, Message, MqttLink
+from fieldline.tasks import cancel_and_wait
 from fieldline.wire import Topics
 from workflows import ActionError
 from workflows.topics import matches
@@ -81,11 +82,8 @@ class DeviceCommands:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._link is not None:
             await self._link.close()
             self._link = None
@@ -98,7 +96,8 @@ class DeviceCommands:
         """Wait up to ``within`` seconds for the connection to the local broker; False if it is not there."""
         if self.endpoint is not None and not self.connected:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._up.wait(), within)
+                async with asyncio.timeout(within):
+                    await self._up.wait()
         return self.connected
 
     # ------------------------------------------------------------------ operations
@@ -138,7 +137,8 @@ class DeviceCommands:
             if answer is None:
                 return {"command_id": command_id, "status": "sent"}
             try:
-                reply = await asyncio.wait_for(asyncio.shield(answer), max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):
+                    reply = await asyncio.shield(answer)
             except TimeoutError:
                 self.acks["timeout"] += 1
                 raise ActionError(
@@ -170,7 +170,8 @@ class DeviceCommands:
             where = self.endpoint or "no local broker (southbound.mqtt is disabled)"
             raise ActionError(f"{family}.Unavailable", f"{topic}: not connected to {where}")
         try:
-            await asyncio.wait_for(link.publish(topic, payload, qos, retain), within)
+            async with asyncio.timeout(within):
+                await link.publish(topic, payload, qos, retain)
         except LinkError as exc:
             raise ActionError(f"{family}.Unavailable", f"{topic}: {exc}") from None
         except TimeoutError:

@@ -40,9 +40,10 @@ class StatusServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (line := await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                del line
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while await reader.readline() not in (b"\r\n", b"\n", b""):
+                    pass
             parts = request.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
             if method not in ("GET", "HEAD"):

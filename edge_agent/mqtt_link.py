@@ -144,16 +144,16 @@ class MqttLink:
         else:
             options = {}
         try:
-            await asyncio.wait_for(
-                self._loop.run_in_executor(
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for loses a cancellation that arrives as the
+            # awaited future completes, and a task cancelled at shutdown would then go on running
+            async with asyncio.timeout(within):
+                await self._loop.run_in_executor(
                     None,
                     lambda: client.connect(
                         self.endpoint.host, self.endpoint.port, self._keepalive, **options
                     ),
-                ),
-                within,
-            )
-            await asyncio.wait_for(asyncio.shield(self._connected), within)
+                )
+                await asyncio.shield(self._connected)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             self._teardown()
             raise LinkError(

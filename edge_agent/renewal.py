@@ -16,7 +16,6 @@ Metrics: ``fieldline_edge_certificate_expiry_seconds`` (gauge, seconds until not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from edge_agent.backoff import Backoff
 from edge_agent.config import PkiConfig
 from edge_agent.enrollment import RENEW_PATH, IdentityFiles, PkiClient, check_issued
 from edge_agent.errors import PkiError
+from fieldline.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ class Renewal:
     async def __aexit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._client is not None:
             await self._client.__aexit__(None, None, None)
 

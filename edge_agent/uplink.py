@@ -183,8 +183,10 @@ class Uplink:
             if window:
                 waits.add(window[min(window)][2])
             timeout = None if swap_deadline is None else max(0.0, swap_deadline - time.monotonic())
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()  # also when this task is cancelled: no orphan waiter left pending
             # Acknowledgements arrive in order; collect every one that is in.
             while window and window[min(window)][2].done():
                 batch, size, fut = window.pop(min(window))
@@ -226,4 +228,5 @@ class Uplink:
             await asyncio.sleep(0.05)
         if link.is_connected:
             with contextlib.suppress(LinkError, TimeoutError):
-                await asyncio.wait_for(self._publish_status(link, "offline"), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._publish_status(link, "offline")

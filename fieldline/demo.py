@@ -25,6 +25,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from fieldline.tasks import cancel_and_wait
+
 app = typer.Typer(add_completion=False)
 
 DEMO_PIPELINE: dict[str, Any] = {
@@ -236,9 +238,7 @@ async def _demo(devices: int, duration: float | None, data_dir: Path) -> None:
                         await asyncio.sleep(0.5)
                         live.update(render())
             finally:
-                sim_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sim_task
+                await cancel_and_wait(sim_task)
         await view.close()
 
 

@@ -34,7 +34,9 @@ def _refuse_stale_extensions() -> None:
                 stem = extension.name.removesuffix(suffix)
                 for source in (extension.with_name(stem + ".py"), extension.with_name(stem + ".pxd")):
                     if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
-                        pytest.exit(f"{extension} is older than {source.name}: run `make build`", returncode=4)
+                        pytest.exit(
+                            f"{extension} is older than {source.name}: run `make build`", returncode=4
+                        )
 
 
 def _prefer_sources() -> None:

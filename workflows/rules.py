@@ -184,7 +184,8 @@ class RuleEngine:
     ) -> None:
         self._running = False
         try:
-            await asyncio.wait_for(self._drain(), self._drain_timeout)
+            async with asyncio.timeout(self._drain_timeout):
+                await self._drain()
         except TimeoutError:
             log.warning(
                 "rule actions still running after %.1fs: cancelled (%d alerts, %d firings queued)",

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from croniter import croniter
 
+from fieldline.tasks import cancel_and_wait
 from workflows.actions import ActionRegistry, Host, LogNotifier, Notifier
 from workflows.clock import Clock, SystemClock
 from workflows.compiler import CompiledTrigger, Workflow
@@ -200,11 +201,7 @@ class Engine:
         tasks = [*self._tasks.values(), *self._background]
         if self._timer_task is not None:
             tasks.append(self._timer_task)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None

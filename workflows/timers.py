@@ -8,11 +8,11 @@ earliest deadline or until an earlier entry arrives; it never polls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 from collections.abc import Awaitable, Callable, Hashable
 
+from fieldline.tasks import cancel_and_wait
 from workflows.clock import Clock
 
 
@@ -51,10 +51,7 @@ class TimerQueue:
                 try:
                     await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for task in (sleeper, waker):
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                    await cancel_and_wait(sleeper, waker)
                 continue
             due, _, key = heapq.heappop(self._heap)
             self.fired += 1

@@ -26,6 +26,7 @@ from cloud_core.settings import InfluxSettings
 from cloud_core.tsdb.errors import StoreUnavailable, TimeSeriesError, WriteRejected
 from cloud_core.tsdb.lineprotocol import encode
 from cloud_core.tsdb.model import Point
+from fieldline.tasks import cancel_and_wait
 
 log = logging.getLogger("fieldline.cloud.tsdb")
 BACKEND = "influxdb"
@@ -72,10 +73,9 @@ class InfluxDBTarget:
         if self._task is not None:
             if self._queue:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._idle.wait(), self.drain_timeout)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                    async with asyncio.timeout(self.drain_timeout):
+                        await self._idle.wait()
+            await cancel_and_wait(self._task)
             self._task = None
         self.counters["points_dropped"] += sum(sum(len(p.values) for p in b) for b in self._queue)
         self._queue.clear()

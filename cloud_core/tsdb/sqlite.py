@@ -25,7 +25,6 @@ counted, since no tier could take them consistently.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import sqlite3
@@ -49,6 +48,7 @@ from cloud_core.tsdb.aggregate import (
 )
 from cloud_core.tsdb.errors import StoreUnavailable, TimeSeriesError
 from cloud_core.tsdb.model import HOUR_MS, MINUTE_MS, Aggregation, Answer, Latest, Point, Query
+from fieldline.tasks import cancel_and_wait
 
 log = logging.getLogger("fieldline.cloud.tsdb")
 
@@ -249,10 +249,7 @@ class SQLiteStore:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
+        await cancel_and_wait(self._retention_task)
         if self._thread is not None:
             self._queue.put(_STOP)  # after every write already queued: they are committed first
             await asyncio.to_thread(self._thread.join)

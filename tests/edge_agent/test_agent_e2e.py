@@ -165,3 +165,19 @@ async def test_pending_messages_are_bounded_and_none_is_lost_at_qos_0(
         await eventually(lambda: agent.metrics.committed == 3000, message=lambda: agent.metrics.committed)
         assert agent.metrics.reads_held >= 1
         assert agent.committer.max_pending_messages == 100
+
+
+async def test_a_stop_during_start_up_always_finishes(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """SIGTERM can come at any moment of start-up, while the links are still connecting: shutdown completes
+    however each connect goes. (On Python 3.11, ``asyncio.wait_for`` lost a cancellation that arrived as the
+    awaited connect completed; the link's task then subscribed after the stop and waited for ever.)"""
+    for attempt in range(40):
+        config = agent_config(tmp_path / str(attempt), mosquitto.url, mosquitto.url, gateway=f"gw-{attempt}")
+        agent = Agent(config)
+        await agent.__aenter__()
+        await asyncio.sleep(attempt * 0.00025)  # from at once to 10 ms in: around each link's CONNACK
+        async with asyncio.timeout(5):  # it takes milliseconds; with a lost cancellation, 10 s or for ever
+            await agent.shutdown()
+        assert all(task.done() for task in agent._tasks)
+        assert agent.southbound is not None
+        assert agent.southbound.link is None

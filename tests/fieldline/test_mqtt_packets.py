@@ -53,7 +53,8 @@ def test_publish_and_subscribe_packets() -> None:
 
 
 def test_packet_bounds_finds_whole_packets_and_waits_for_cut_ones() -> None:
-    two = publish_packet("t", b"x" * 200, v5=False) + packet(0xD0, b"")  # a 2-byte remaining length, a PINGRESP
+    # a PUBLISH with a 2-byte remaining length, then a PINGRESP
+    two = publish_packet("t", b"x" * 200, v5=False) + packet(0xD0, b"")
     assert packet_bounds(two, 0) == (3, 206)
     assert packet_bounds(two, 206) == (208, 208)
     assert packet_bounds(two[:2], 0) is None, "the remaining length is cut"
