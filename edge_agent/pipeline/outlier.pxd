@@ -1,13 +1,29 @@
 # C types for outlier.py where setup.py compiles it (an augmenting .pxd); the .py stays plain Python.
+# The Hampel window's buffers are typed memoryviews: its searches and shifts are C loops over doubles.
 cimport cython
 
-
-@cython.locals(values=cython.double[:], lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
-cpdef Py_ssize_t position(object ordered, double x) except -1
+cdef double MAD_TO_STDDEV, MEAN_AD_TO_STDDEV, INF, _MARGIN
 
 
-@cython.locals(values=cython.double[:], best=double, span=double, i=Py_ssize_t)
-cpdef double shortest_span(object ordered, Py_ssize_t run) except? -1.0
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
+cpdef Py_ssize_t position(double[:] ordered, Py_ssize_t n, double x) except -1
+
+
+@cython.locals(i=Py_ssize_t, j=Py_ssize_t)
+cpdef replace_sorted(double[:] ordered, Py_ssize_t n, double old, double x)
+
+
+@cython.locals(i=Py_ssize_t, j=Py_ssize_t)
+cpdef insert_sorted(double[:] ordered, Py_ssize_t n, double x)
+
+
+@cython.locals(best=double, span=double, i=Py_ssize_t)
+cpdef double shortest_span(double[:] ordered, Py_ssize_t n, Py_ssize_t run) except? -1.0
+
+
+@cython.locals(half=Py_ssize_t, odd=Py_ssize_t, size=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t,
+               median=double, deviation=double, below=double, above=double)
+cpdef (double, double) median_and_mad(double[:] ordered, Py_ssize_t n)
 
 
 cdef class _Params:
@@ -25,11 +41,19 @@ cdef class SeriesWindow:
 
 cdef class HampelWindow(SeriesWindow):
     cdef public _Params params
-    cdef public object ring, ordered
-    cdef public Py_ssize_t pos
+    cdef double[:] ring, ordered
+    cdef public Py_ssize_t count, pos
     cdef public double limit, center
+
+    @cython.locals(ordered=cython.double[:], n=Py_ssize_t, median=double, mad=double, scale=double, split=Py_ssize_t)
     cpdef bint outlier(self, double x) except -1
+
+    @cython.locals(n=Py_ssize_t, pos=Py_ssize_t)
     cpdef add(self, double x)
+
+    @cython.locals(ordered=cython.double[:], n=Py_ssize_t, k=Py_ssize_t, half=Py_ssize_t, odd=Py_ssize_t, first=Py_ssize_t, last=Py_ssize_t,
+                   run=Py_ssize_t, span=double, a=double, b=double, bound=double, lo=double, hi=double)
+    cdef _sure_band(self)
 
 
 cdef class ZScoreWindow(SeriesWindow):
@@ -41,8 +65,10 @@ cdef class ZScoreWindow(SeriesWindow):
     cpdef add(self, double x)
 
 
+@cython.final
 cdef class OutlierStep:
-    cdef public object _action, _devices, _params, _selects, _window_type, name
+    cdef public object _action, _params, _selects, _window_type, name
+    cdef public dict _devices
 
-    @cython.locals(window=SeriesWindow, x=double)
+    @cython.locals(window=SeriesWindow, x=double, windows=dict, metrics=dict)
     cpdef object apply(self, object point, object ctx)

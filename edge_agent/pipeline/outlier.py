@@ -5,9 +5,10 @@ Two methods:
 - ``hampel``: outlier when ``|x - median| > threshold * 1.4826 * MAD`` (MAD: median absolute deviation from
   the median, so 1.4826 * MAD estimates the standard deviation of normal data). When more than half the
   window is one value the MAD is 0; the scale then falls back to ``1.2533 * mean absolute deviation`` from the
-  median. The window is kept sorted incrementally (binary search, ``insert``/``del``) beside a ring buffer in
-  arrival order, both ``array('d')`` (8 contiguous bytes a value); the median is read off the sorted copy and the MAD
-  found by a binary search in O(log window) steps. Most values of a full window skip both: they fall inside a
+  median. The window is kept sorted incrementally (a binary search, then only the values between the old and
+  the new value's places move by one) beside a ring buffer in arrival order, both ``array('d')`` buffers of
+  the window's size; the median is read off the sorted copy and the MAD found by a binary search in
+  O(log window) steps. Most values of a full window skip both: they fall inside a
   *sure band* that is provably within the limit for the next few values (``HampelWindow``), and the verdicts
   stay exactly those of the definition.
 - ``zscore``: outlier when ``|x - mean| > threshold * stddev`` (population stddev of the window). Mean and
@@ -26,14 +27,14 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
-from math import isfinite, nextafter, sqrt
+from math import nextafter, sqrt
 from operator import sub
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from edge_agent.pipeline.base import StepContext
-from edge_agent.pipeline.series_state import DeviceTable, add_series
+from edge_agent.pipeline.series_state import MAX_DEVICES, add_series
 from edge_agent.pipeline.step_config import MetricGlobList, MetricGlobs, Number, StepModel
 from fieldline.wire import Point
 
@@ -100,43 +101,80 @@ class _Params:
         self.min_deviation = config.min_deviation
 
 
-def position(ordered: array, x: float) -> int:
-    """Where ``x`` goes in the sorted ``ordered`` (``bisect_left``). Compiled (``outlier.pxd``), a loop over C
-    doubles in the array's buffer, several times faster than ``bisect``, which boxes every value it reads."""
+def position(ordered: array, n: int, x: float) -> int:
+    """Where ``x`` goes in the sorted ``ordered[:n]`` (``bisect_left``). Compiled (``outlier.pxd``), a loop over C
+    doubles in the buffer, several times faster than ``bisect``, which boxes every value it reads."""
     if not COMPILED:
-        return bisect_left(ordered, x)
-    values = ordered  # a typed memoryview
-    lo, hi = 0, len(ordered)
+        return bisect_left(ordered, x, 0, n)
+    lo, hi = 0, n
     while lo < hi:
         mid = (lo + hi) >> 1
-        if values[mid] < x:
+        if ordered[mid] < x:
             lo = mid + 1
         else:
             hi = mid
     return lo
 
 
-def shortest_span(ordered: array, run: int) -> float:
-    """The smallest ``ordered[i + run - 1] - ordered[i]``: the shortest span of ``run`` consecutive values."""
+def replace_sorted(ordered: array, n: int, old: float, x: float) -> None:
+    """Replace one ``old`` in the sorted ``ordered[:n]`` with ``x``, keeping it sorted: only the values between
+    the two positions move, by one place."""
+    i = position(ordered, n, old)
+    j = position(ordered, n, x)
     if not COMPILED:
-        return min(map(sub, ordered[run - 1 :], ordered[: len(ordered) - run + 1]))
-    values = ordered  # a typed memoryview
+        if j > i:
+            ordered[i : j - 1] = ordered[i + 1 : j]
+            ordered[j - 1] = x
+        else:
+            ordered[j + 1 : i + 1] = ordered[j:i]
+            ordered[j] = x
+        return
+    if j > i:
+        while i < j - 1:
+            ordered[i] = ordered[i + 1]
+            i += 1
+        ordered[j - 1] = x
+    else:
+        while i > j:
+            ordered[i] = ordered[i - 1]
+            i -= 1
+        ordered[j] = x
+
+
+def insert_sorted(ordered: array, n: int, x: float) -> None:
+    """Insert ``x`` into the sorted ``ordered[:n]`` (``ordered`` has room for it)."""
+    j = position(ordered, n, x)
+    if not COMPILED:
+        ordered[j + 1 : n + 1] = ordered[j:n]
+        ordered[j] = x
+        return
+    i = n
+    while i > j:
+        ordered[i] = ordered[i - 1]
+        i -= 1
+    ordered[j] = x
+
+
+def shortest_span(ordered: array, n: int, run: int) -> float:
+    """The smallest ``ordered[i + run - 1] - ordered[i]`` in ``ordered[:n]``: the shortest span of ``run``
+    consecutive values."""
+    if not COMPILED:
+        return min(map(sub, ordered[run - 1 : n], ordered[: n - run + 1]))
     best = INF
-    for i in range(len(ordered) - run + 1):
-        span = values[i + run - 1] - values[i]
+    for i in range(n - run + 1):
+        span = ordered[i + run - 1] - ordered[i]
         if span < best:
             best = span
     return best
 
 
-def median_and_mad(ordered: Sequence[float]) -> tuple[float, float]:
-    """Median and median absolute deviation (MAD) of a sorted, non-empty sequence, in O(log n).
+def median_and_mad(ordered: Sequence[float], n: int) -> tuple[float, float]:
+    """Median and median absolute deviation (MAD) of the sorted, non-empty ``ordered[:n]``, in O(log n).
 
     The ``size`` values closest to the median are contiguous in sorted order; a binary search finds where that
     run starts (as in "find the k closest elements"), and the run's farther end is the ``size``-th smallest
     deviation. For an even count the MAD also needs the next deviation: the nearer of the run's neighbours.
     """
-    n = len(ordered)
     half = n // 2
     odd = n & 1
     median = ordered[half] if odd else (ordered[half - 1] + ordered[half]) / 2
@@ -182,23 +220,35 @@ class SeriesWindow:
 class HampelWindow(SeriesWindow):
     """The last ``window`` accepted values of one series: a ring in arrival order and a sorted copy.
 
-    Besides the exact limit of the current content (``center``, ``limit``), a full window keeps a *sure band*
-    ``[lo, hi]`` that stays valid for ``credit - 1`` more ``add`` calls: any value inside it is within the
-    exact Hampel limit of every window those adds can produce, so it is accepted without recomputing the
-    median and MAD (see ``_sure_band``). When the credit is spent, the next judgement computes a new band
-    first (it costs less than the median and MAD); only a value outside the band takes the exact path.
+    Both are ``array('d')`` buffers of ``window`` values allocated once, ``count`` of them in use (compiled,
+    typed memoryviews: every search and shift is a C loop). Besides the exact limit of the current content
+    (``center``, ``limit``), a full window keeps a *sure band* ``[lo, hi]`` that stays valid for ``credit - 1``
+    more ``add`` calls: any value inside it is within the exact Hampel limit of every window those adds can
+    produce, so it is accepted without recomputing the median and MAD (see ``_sure_band``). When the credit is
+    spent, the next judgement computes a new band first (it costs less than the median and MAD); only a value
+    outside the band takes the exact path.
     """
 
-    __slots__ = ("center", "limit", "ordered", "params", "pos", "ring")
+    __slots__ = ("center", "count", "limit", "ordered", "params", "pos", "ring")
 
     def __init__(self, params: _Params) -> None:
         super().__init__()  # credit > 0: [lo, hi] is a sure band for that many judgements (one per add between)
         self.params = params
-        self.ring = array("d")
-        self.ordered = array("d")
+        self.ring = array("d", bytes(8 * params.window))
+        self.ordered = array("d", bytes(8 * params.window))
+        self.count = 0
         self.pos = 0
         self.limit = -1.0  # < 0: stale, recomputed before the next judgement
         self.center = 0.0
+
+    def values(self) -> list[float]:
+        """The window's values, oldest first."""
+        ring = list(self.ring[: self.count])
+        return ring[self.pos :] + ring[: self.pos]
+
+    def sorted_values(self) -> list[float]:
+        """The window's values in ascending order."""
+        return list(self.ordered[: self.count])
 
     def outlier(self, x: float) -> bool:
         """Whether ``x`` is an outlier (never while the window holds fewer than ``min_samples`` values).
@@ -206,20 +256,22 @@ class HampelWindow(SeriesWindow):
         The caller may skip this for a value in the sure band (``credit and lo <= x <= hi``): it is not one.
         """
         if self.limit < 0:
-            ordered = self.ordered
-            if len(ordered) < self.params.min_samples:
+            n = self.count
+            if n < self.params.min_samples:
                 return False
-            if not self.credit and len(ordered) == self.params.window:
+            if not self.credit and n == self.params.window:
                 self._sure_band()  # cheaper than the exact limit, and valid for the next values too
                 if self.credit and self.lo <= x <= self.hi:
                     return False
-            median, mad = median_and_mad(ordered)
+            ordered = self.ordered
+            median, mad = median_and_mad(ordered, n)
             if mad > 0:
                 scale = MAD_TO_STDDEV * mad
             else:
-                split = bisect_left(ordered, median)
-                mean_abs = sum(ordered[split:]) - sum(ordered[:split]) + median * (2 * split - len(ordered))
-                scale = MEAN_AD_TO_STDDEV * mean_abs / len(ordered)
+                split = position(ordered, n, median)
+                below = sum(ordered[:split])
+                above = sum(ordered[split:n])
+                scale = MEAN_AD_TO_STDDEV * (above - below + median * (2 * split - n)) / n
             self.center = median
             self.limit = max(self.params.threshold * scale, self.params.min_deviation)
         return abs(x - self.center) > self.limit
@@ -240,7 +292,7 @@ class HampelWindow(SeriesWindow):
         self.credit = 0
         params = self.params
         ordered = self.ordered
-        n = len(ordered)
+        n = self.count
         k = params.band_updates
         half = n // 2
         odd = n & 1
@@ -249,7 +301,7 @@ class HampelWindow(SeriesWindow):
         run = (half + 1 if odd else half) - k
         if first < 0 or last >= n or run < 2:
             return
-        span = shortest_span(ordered, run)
+        span = shortest_span(ordered, n, run)
         a, b = ordered[first], ordered[last]
         bound = max(params.threshold * (MAD_TO_STDDEV * (span / 2)), params.min_deviation)
         bound = bound * (1 - _MARGIN) - (abs(a) + abs(b)) * _MARGIN
@@ -260,24 +312,28 @@ class HampelWindow(SeriesWindow):
             self.credit = k + 1
 
     def add(self, x: float) -> None:
-        ring = self.ring
-        ordered = self.ordered
-        if len(ring) < self.params.window:
-            ring.append(x)
+        n = self.count
+        if n < self.params.window:
+            self.ring[n] = x
+            insert_sorted(self.ordered, n, x)
+            self.count = n + 1
         else:
             pos = self.pos
-            del ordered[position(ordered, ring[pos])]
-            ring[pos] = x
-            self.pos = (pos + 1) % len(ring)
-        ordered.insert(position(ordered, x), x)
+            replace_sorted(self.ordered, n, self.ring[pos], x)
+            self.ring[pos] = x
+            self.pos = pos + 1 if pos + 1 < n else 0
         self.limit = -1.0
         if self.credit:
             self.credit -= 1
 
     def restart(self, values: list[float]) -> None:
-        """Replace the window's content with ``values`` (oldest first)."""
-        self.ring = array("d", values)
-        self.ordered = array("d", sorted(values))
+        """Replace the window's content with ``values`` (oldest first; at most ``window`` of them)."""
+        n = len(values)
+        ordered = sorted(values)
+        for i in range(n):
+            self.ring[i] = values[i]
+            self.ordered[i] = ordered[i]
+        self.count = n
         self.pos = 0
         self.limit = -1.0
         self.credit = 0
@@ -358,7 +414,8 @@ class OutlierStep:
         self._params = _Params(config)
         self._window_type = HampelWindow if config.method == "hampel" else ZScoreWindow
         self._action = config.action
-        self._devices: DeviceTable[dict[str, SeriesWindow]] = DeviceTable()
+        # a plain dict (not a DeviceTable), bounded the same way by add_series: compiled, read with C lookups
+        self._devices: dict[str, dict[str, SeriesWindow]] = {}
 
     def apply(self, point: Point, ctx: StepContext) -> Point | None:
         metrics = point.metrics
@@ -366,7 +423,7 @@ class OutlierStep:
         device_id = point.device_id
         windows = self._devices.get(device_id)
         if windows is None:
-            windows = self._devices.add(device_id, {})
+            windows = add_series(self._devices, device_id, {}, MAX_DEVICES)
         removed: list[str] | None = None
         for metric, value in metrics.items():
             kind = type(value)
@@ -379,10 +436,12 @@ class OutlierStep:
                     continue
             else:
                 continue
-            if not isfinite(x) or not selects(metric):
+            if x - x != 0.0:  # NaN or infinite
                 continue
             window = windows.get(metric)
             if window is None:
+                if not selects(metric):
+                    continue
                 window = add_series(windows, metric, self._window_type(self._params))
             if (window.credit and window.lo <= x <= window.hi) or not window.outlier(x):
                 window.rejected = None

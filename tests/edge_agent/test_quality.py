@@ -182,7 +182,7 @@ def test_outlier_judges_only_finite_numbers_after_min_samples() -> None:
         assert run({"x": value}) == {"x": value}
     assert run({"y": 1e9}) == {"y": 1e9}
     window = run.step._devices["dev-1"]["x"]  # type: ignore[attr-defined]
-    assert list(window.ring) == [20.0, 20.0, 20.1, 1000.0]
+    assert window.values() == [20.0, 20.0, 20.1, 1000.0]
 
 
 def test_outlier_min_deviation_and_quantised_windows() -> None:
@@ -200,8 +200,8 @@ def test_outlier_windows_stay_bounded_and_sorted() -> None:
     run.series([rng.gauss(0, 1) for _ in range(5000)])
     window = run.step._devices["dev-1"]["x"]  # type: ignore[attr-defined]
     assert isinstance(window, HampelWindow)
-    assert len(window.ring) == 25
-    assert list(window.ordered) == sorted(window.ring)
+    assert window.count == 25
+    assert window.sorted_values() == sorted(window.values())
 
 
 def test_zscore_running_statistics_do_not_drift() -> None:
@@ -218,7 +218,10 @@ def test_zscore_running_statistics_do_not_drift() -> None:
 def test_median_and_mad_match_the_definition(values: list[float]) -> None:
     median = statistics.median(values)
     mad = statistics.median(abs(v - median) for v in values)
-    assert median_and_mad(sorted(values)) == (pytest.approx(median), pytest.approx(mad))
+    assert median_and_mad(array("d", sorted(values)), len(values)) == (
+        pytest.approx(median),
+        pytest.approx(mad),
+    )
 
 
 @given(
@@ -231,10 +234,23 @@ def test_sorted_window_searches_match_bisect_and_the_definition(
 ) -> None:
     """The searches the compiled Hampel window uses (C loops where compiled, ``bisect`` otherwise)."""
     ordered = array("d", sorted(values))
-    assert position(ordered, x) == bisect_left(sorted(values), x)
-    if run <= len(ordered):
-        spans = [ordered[i + run - 1] - ordered[i] for i in range(len(ordered) - run + 1)]
-        assert shortest_span(ordered, run) == min(spans)
+    n = len(ordered)
+    assert position(ordered, n, x) == bisect_left(sorted(values), x)
+    if run <= n:
+        spans = [ordered[i + run - 1] - ordered[i] for i in range(n - run + 1)]
+        assert shortest_span(ordered, n, run) == min(spans)
+
+
+@given(st.integers(3, 12), st.lists(st.integers(-4, 4).map(float) | st.floats(-1e3, 1e3), max_size=80))
+def test_hampel_window_keeps_the_last_values_in_order_and_sorted(size: int, values: list[float]) -> None:
+    """Duplicates included: each add replaces the oldest value in the sorted buffer in place."""
+    config = STEP_CONFIG.validate_python({"type": "outlier", "window": size})
+    window = HampelWindow(build_step(config)._params)  # type: ignore[attr-defined]
+    for i, x in enumerate(values):
+        window.add(x)
+        last = values[max(0, i + 1 - size) : i + 1]
+        assert window.values() == last
+        assert window.sorted_values() == sorted(last)
 
 
 def reference_hampel(
@@ -361,7 +377,7 @@ def test_hampel_sure_band_is_within_every_later_limit(
         if x is not None:
             window.add(x)
         exact = HampelWindow(window.params)
-        exact.restart(list(window.ring))
+        exact.restart(window.values())
         for probe in probes:
             assert not exact.outlier(probe)
 
