@@ -48,7 +48,6 @@ _PERCENTILE = re.compile(r"p(100|\d{1,2}(?:\.\d+)?)")
 _DAY_MS = 86_400_000
 _INF = math.inf
 _MASK64 = (1 << 64) - 1
-_floor = math.floor
 
 
 class WindowConfig(StepModel):
@@ -263,6 +262,7 @@ class WindowAggregator:
         "_make",
         "_open",
         "_outputs",
+        "_series",
         "_sink",
         "_sorted",
         "_times",
@@ -288,7 +288,10 @@ class WindowAggregator:
             self._make = _MomentWindow
         else:
             self._make = _Window
-        self._open: dict[tuple[str, str], _Window] = {}  # newest open window per series
+        # device -> metric -> newest open window of the series: keyed by the strings the points carry, so that
+        # the lookup of each value builds no tuple and hashes nothing new
+        self._open: dict[str, dict[str, _Window]] = {}
+        self._series = 0  # series with open windows
         self._due: dict[float, list[_Window]] = {}  # close time -> windows closing then
         self._times: list[float] = []  # heap of the close times in _due
         self.open_windows = 0
@@ -321,21 +324,24 @@ class WindowAggregator:
         else:
             x = None
         width = self.width
-        start = _floor(ts / width) * width
-        key = (device, metric)
-        w = self._open.get(key)
+        start = (
+            (ts / width) // 1.0 * width
+        )  # floor(ts / width) * width, as a float (a C floor where compiled)
+        series = self._open.get(device)
+        w = None if series is None else series.get(metric)
         if w is not None and w.start == start:
             if x is None:
                 w.add_text(value, ts)
             else:
                 w.add(x, ts)
         else:
-            self._add_elsewhere(key, w, start, ts, value, x, now, replay)
+            self._add_elsewhere(device, metric, w, start, ts, value, x, now, replay)
         return False
 
     def _add_elsewhere(
         self,
-        key: tuple[str, str],
+        device: str,
+        metric: str,
         head: _Window | None,
         start: float,
         ts: float,
@@ -361,18 +367,18 @@ class WindowAggregator:
             self._ctx.drop("window", "late")
             return
         if count >= MAX_OPEN_WINDOWS:
-            count -= self._close_due(key, now)
-            head = self._open.get(key)
+            count -= self._close_due(head, now)
+            head = self._head(device, metric)
             if count >= MAX_OPEN_WINDOWS:
                 self._ctx.drop("window", "too_far_ahead")
                 return
-        if head is None and len(self._open) >= MAX_SERIES:
+        if head is None and self._series >= MAX_SERIES:
             self._ctx.drop("window", "too_many_series")
             return
-        w = self._make(key, start, ts, value, x)
+        w = self._make((device, metric), start, ts, value, x)
         if head is None or start > head.start:
             w.prev = head
-            self._open[key] = w
+            self._set_head(device, metric, w)
         else:
             node = head
             while node.prev is not None and node.prev.start > start:
@@ -387,10 +393,29 @@ class WindowAggregator:
             bucket.append(w)
         self.open_windows += 1
 
-    def _close_due(self, key: tuple[str, str], now: float) -> int:
-        """Close the series' windows whose close time has passed (before ``tick`` got to them)."""
+    def _head(self, device: str, metric: str) -> _Window | None:
+        series = self._open.get(device)
+        return None if series is None else series.get(metric)
+
+    def _set_head(self, device: str, metric: str, w: _Window | None) -> None:
+        """Make ``w`` the series' newest open window (None: the series has none left)."""
+        series = self._open.get(device)
+        if w is not None:
+            if series is None:
+                series = self._open[device] = {}
+            if metric not in series:
+                self._series += 1
+            series[metric] = w
+        elif series is not None and series.pop(metric, None) is not None:
+            self._series -= 1
+            if not series:
+                del self._open[device]
+
+    def _close_due(self, head: _Window | None, now: float) -> int:
+        """Close the series' windows (newest first from ``head``) whose close time has passed (before ``tick``
+        got to them)."""
         closed = 0
-        node = self._open.get(key)
+        node = head
         while node is not None:
             older = node.prev
             if node.start + self.width + self.lateness <= now:
@@ -410,15 +435,17 @@ class WindowAggregator:
     def flush(self, now: float, out: list[tuple[str, float, str, MetricValue]]) -> None:
         """Emit windows due at ``now`` normally, and every other open window as ``partial``."""
         self.tick(now, out)
-        for head in self._open.values():
-            chain = []
-            node: _Window | None = head
-            while node is not None:
-                chain.append(node)
-                node = node.prev
-            for w in reversed(chain):
-                self._emit(w, partial=True)
+        for series in self._open.values():
+            for head in series.values():
+                chain = []
+                node: _Window | None = head
+                while node is not None:
+                    chain.append(node)
+                    node = node.prev
+                for w in reversed(chain):
+                    self._emit(w, partial=True)
         self._open.clear()
+        self._series = 0
         self._due.clear()
         self._times.clear()
         self.open_windows = 0
@@ -430,16 +457,13 @@ class WindowAggregator:
         """Replay of a value already emitted: nothing to restore."""
 
     def stats(self) -> dict[str, int]:
-        return {"open_windows": self.open_windows, "tracked_series": len(self._open)}
+        return {"open_windows": self.open_windows, "tracked_series": self._series}
 
     def _close(self, w: _Window, *, partial: bool) -> None:
-        key = w.key
-        head = self._open[key]
+        device, metric = w.key
+        head = self._open[device][metric]
         if head is w:
-            if w.prev is None:
-                del self._open[key]
-            else:
-                self._open[key] = w.prev
+            self._set_head(device, metric, w.prev)
         else:
             while head.prev is not w:
                 head = head.prev  # type: ignore[assignment]

@@ -241,7 +241,7 @@ def test_percentiles_beyond_max_samples_use_a_bounded_deterministic_sample() -> 
         ds, sink, _ = make(width="60s", aggregates=["p50", "p95", "count"], max_samples=64)
         for i in range(5000):
             ds.add(Point("d", T0 + i * 0.01, {"v": float(i % 1000)}), now=T0)
-        held = len(next(iter(ds.rules[0]._open.values())).samples)  # type: ignore[attr-defined]
+        held = len(next(iter(next(iter(ds.rules[0]._open.values())).values())).samples)  # type: ignore[attr-defined]
         ds.tick(T0 + 100)
         return aggregates(sink)[0].values, held
 
