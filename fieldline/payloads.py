@@ -57,7 +57,8 @@ SENML_MAX_VERSION = 10
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 #: Validated device ids and metric names are remembered (they repeat; the regex is the slow part) up to this
-#: many each; a full cache is cleared.
+#: many each; a full cache is cleared. A remembered device id is also the one string object the points of that
+#: device carry, whatever string the caller passed: the agent's per-device tables then find it by identity.
 _CACHE_LIMIT = 4096
 _SELF_DESCRIBED = b"\xd9\xd9\xf7"  # CBOR tag 55799, a magic prefix with no meaning of its own
 _JSON_WHITESPACE = frozenset(b" \t\r\n")
@@ -73,7 +74,7 @@ _SENML_CBOR_LABELS: dict[Any, str] = {
     0: "n", 1: "u", 2: "v", 3: "vs", 4: "vb", 5: "s", 6: "t", 7: "ut", 8: "vd",
 }  # fmt: skip
 
-_valid_ids: set[str] = set()
+_valid_ids: dict[str, str] = {}
 _valid_names: set[str] = set()
 
 
@@ -95,8 +96,8 @@ def decode_telemetry(
     error (``ValueError``). ``received_at`` (epoch seconds) stands in for absent and relative times. The
     metrics dicts of the returned points are owned by the caller.
     """
-    if device_id not in _valid_ids:
-        _check_device_id(device_id)
+    known = _valid_ids.get(device_id)
+    device_id = _check_device_id(device_id) if known is None else known
     size = len(payload)
     if not size:
         raise PayloadError("empty", "empty payload", device_id=device_id)
@@ -548,7 +549,8 @@ def _out_of_range(
 # ----------------------------------------------------------------------------------- ids and names
 
 
-def _check_device_id(device_id: Any) -> None:
+def _check_device_id(device_id: Any) -> str:
+    """``device_id`` once validated, remembered as the device's canonical string."""
     if type(device_id) is not str or ID_PATTERN.fullmatch(device_id) is None:
         raise PayloadError(
             "bad_device_id",
@@ -557,7 +559,8 @@ def _check_device_id(device_id: Any) -> None:
         )
     if len(_valid_ids) >= _CACHE_LIMIT:
         _valid_ids.clear()
-    _valid_ids.add(device_id)
+    _valid_ids[device_id] = device_id
+    return device_id
 
 
 def _check_name(name: Any, field: str, device_id: str) -> None:

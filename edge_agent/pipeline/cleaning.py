@@ -101,10 +101,10 @@ class RangeStep:
 
     def apply(self, point: Point, ctx: StepContext) -> Point | None:
         metrics = point.metrics
-        limit_of = self._limits.get
+        limits = self._limits
         removed: list[str] | None = None
         for metric, value in metrics.items():
-            bound = limit_of(metric)
+            bound = limits.get(metric)
             if bound is None:
                 continue
             kind = type(value)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from fnmatch import translate
-from typing import Annotated, Generic, TypeVar
+from types import GenericAlias
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
@@ -27,7 +28,6 @@ MetricName = Annotated[str, Field(min_length=1, max_length=256)]
 #: A non-empty list of metric-name globs.
 MetricGlobList = Annotated[list[MetricName], Field(min_length=1)]
 
-V = TypeVar("V")
 _MISSING = object()
 
 
@@ -78,25 +78,33 @@ class MetricGlobs:
         return hit
 
 
-class GlobMap(Generic[V]):
-    """Per-metric settings keyed by name or glob: an exact name wins, then the first matching glob."""
+class GlobMap:
+    """Per-metric settings keyed by name or glob: an exact name wins, then the first matching glob.
+
+    The settings are of any one type (``GlobMap[Setting]`` in annotations); compiled, a C class (no ``Generic``
+    base), whose ``get`` the steps call for every value.
+    """
 
     __slots__ = ("_cache", "_exact", "_globs")
+    __class_getitem__ = classmethod(GenericAlias)
 
-    def __init__(self, items: Iterable[tuple[str, V]]) -> None:
+    def __init__(self, items: Iterable[tuple[str, Any]]) -> None:
         items = list(items)
         self._exact = {key: value for key, value in items if not is_glob(key)}
         self._globs = [(_compile([key]), value) for key, value in items if is_glob(key)]
-        self._cache: dict[str, V | None] = {}
+        self._cache: dict[str, Any] = {}
 
-    def get(self, name: str) -> V | None:
+    def get(self, name: str) -> Any:
         """The setting for metric ``name``, or None when no key selects it."""
         hit = self._cache.get(name, _MISSING)
         if hit is _MISSING:
             hit = self._exact.get(name)
             if hit is None:
-                hit = next((value for regex, value in self._globs if regex.match(name)), None)
+                for regex, value in self._globs:
+                    if regex.match(name):
+                        hit = value
+                        break
             if len(self._cache) >= MAX_CACHED_NAMES:
                 self._cache.clear()
             self._cache[name] = hit
-        return hit  # type: ignore[return-value]
+        return hit
