@@ -67,10 +67,14 @@ async def test_disk_cap_during_outage(
             within=10,
             message="raw received + raw dropped != raw emitted",
         )
+        # A value that reaches the agent after its window closed is dropped as late and counted: on a loaded
+        # machine a burst can arrive more than the 200 ms lateness after its window's end.
+        window_drops = {r: n for (step, r), n in agent.metrics.step_drops.items() if step == "window"}
     cloud.close()
+    assert set(window_drops) <= {"late"}, window_drops
     # Exactly what the counter says is missing, and the newest points survived.
     received = sorted(r.metrics["n"] for r in cloud.raw_points())
     assert len(received) == emitted_raw - dropped_raw
     assert received == list(range(total - len(received), total))
     assert len(cloud.aggregates()) == emitted_agg
-    assert sum(a.values["count"] for a in cloud.aggregates()) == total
+    assert sum(a.values["count"] for a in cloud.aggregates()) == total - window_drops.get("late", 0)
