@@ -3,10 +3,10 @@
 
 The modules in ``COMPILED`` run for every message a gateway receives (framing, decoding, the cleaning steps,
 windows, the group commit). Cython compiles them unchanged into extension modules that Python imports instead
-of the sources: the same code, with C types only where a ``.pxd`` beside a module gives them (``outlier.pxd``:
-the Hampel windows and the outlier step; ``window.pxd``: the aggregation windows' running values). Per message
-that is 13.2 -> 7.4 µs of CPU (``bench/edge_pipeline_cpu.py``, docs/performance.md). The extensions are
-optional: without Cython or a C compiler (``FIELDLINE_PURE_PYTHON=1`` forces this), the install goes on and the
+of the sources: the same code, with C types only where a ``.pxd`` beside a module gives them (the Hampel window's
+buffers, the aggregation windows, the range step, the glob tables, the received PUBLISH, the payload caches).
+Per message that is 12.1 -> 5.7-6.2 µs of CPU (``bench/edge_pipeline_cpu.py``, docs/performance.md). The
+extensions are optional: without Cython or a C compiler (``FIELDLINE_PURE_PYTHON=1`` forces this), the install goes on and the
 agent runs the same modules as Python. ``fieldline edge check`` and the agent's
 ``fieldline_edge_compiled_modules`` gauge say which one runs.
 
