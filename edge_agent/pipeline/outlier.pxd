@@ -9,12 +9,10 @@ cdef double MAD_TO_STDDEV, MEAN_AD_TO_STDDEV, INF, _MARGIN
 cpdef Py_ssize_t position(double[:] ordered, Py_ssize_t n, double x) except -1
 
 
-@cython.locals(i=Py_ssize_t, j=Py_ssize_t)
 cpdef replace_sorted(double[:] ordered, Py_ssize_t n, double old, double x)
 
 
-@cython.locals(i=Py_ssize_t, j=Py_ssize_t)
-cpdef insert_sorted(double[:] ordered, Py_ssize_t n, double x)
+cpdef move_into_place(double[:] ordered, Py_ssize_t i, Py_ssize_t j, double x)
 
 
 @cython.locals(best=double, span=double, i=Py_ssize_t)

@@ -117,10 +117,14 @@ def position(ordered: array, n: int, x: float) -> int:
 
 
 def replace_sorted(ordered: array, n: int, old: float, x: float) -> None:
-    """Replace one ``old`` in the sorted ``ordered[:n]`` with ``x``, keeping it sorted: only the values between
-    the two positions move, by one place."""
-    i = position(ordered, n, old)
-    j = position(ordered, n, x)
+    """Replace one ``old`` in the sorted ``ordered[:n]`` with ``x``, keeping it sorted."""
+    move_into_place(ordered, position(ordered, n, old), position(ordered, n, x), x)
+
+
+def move_into_place(ordered: array, i: int, j: int, x: float) -> None:
+    """Vacate ``ordered[i]`` and put ``x`` where ``position`` says it goes (``j``, found with ``ordered[i]``
+    still there): only the values between the two places move, by one. ``i == n`` (a free slot after the
+    sorted values) inserts ``x``."""
     if not COMPILED:
         if j > i:
             ordered[i : j - 1] = ordered[i + 1 : j]
@@ -139,20 +143,6 @@ def replace_sorted(ordered: array, n: int, old: float, x: float) -> None:
             ordered[i] = ordered[i - 1]
             i -= 1
         ordered[j] = x
-
-
-def insert_sorted(ordered: array, n: int, x: float) -> None:
-    """Insert ``x`` into the sorted ``ordered[:n]`` (``ordered`` has room for it)."""
-    j = position(ordered, n, x)
-    if not COMPILED:
-        ordered[j + 1 : n + 1] = ordered[j:n]
-        ordered[j] = x
-        return
-    i = n
-    while i > j:
-        ordered[i] = ordered[i - 1]
-        i -= 1
-    ordered[j] = x
 
 
 def shortest_span(ordered: array, n: int, run: int) -> float:
@@ -315,7 +305,7 @@ class HampelWindow(SeriesWindow):
         n = self.count
         if n < self.params.window:
             self.ring[n] = x
-            insert_sorted(self.ordered, n, x)
+            move_into_place(self.ordered, n, position(self.ordered, n, x), x)  # into the free slot n
             self.count = n + 1
         else:
             pos = self.pos

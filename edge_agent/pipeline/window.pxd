@@ -29,6 +29,9 @@ cdef class WindowAggregator:
     cdef public double width, lateness
     cdef public Py_ssize_t open_windows, _series
 
-    @cython.locals(w=_Window, width=double, start=double, series=dict)
+    @cython.locals(w=_Window, width=double, start=double)
     cpdef bint add(self, object device, object metric, double ts, object value, double now, bint replay,
                    list out) except -1
+
+    @cython.locals(series=dict)
+    cdef _Window _head(self, object device, object metric)

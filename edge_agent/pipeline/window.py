@@ -324,11 +324,9 @@ class WindowAggregator:
         else:
             x = None
         width = self.width
-        start = (
-            (ts / width) // 1.0 * width
-        )  # floor(ts / width) * width, as a float (a C floor where compiled)
-        series = self._open.get(device)
-        w = None if series is None else series.get(metric)
+        # floor(ts / width) * width, as a float (a C floor where compiled)
+        start = (ts / width) // 1.0 * width
+        w = self._head(device, metric)
         if w is not None and w.start == start:
             if x is None:
                 w.add_text(value, ts)
